@@ -1,0 +1,189 @@
+"""Detection decoding: per-location scores and box distances to boxes, thresholds, NMS.
+
+Scores are thresholded in the quantized domain when the output is int8 or uint8: the threshold is
+turned into an integer once, the comparison runs on the raw tensor, and only the locations that pass
+are dequantized. NMS is OpenCV's class-aware ``NMSBoxesBatched``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from ..contract import DEFAULT_STRIDES
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Affine quantization of a tensor: ``real = scale * (q - zero_point)``.
+
+    A ``Quant`` of ``None`` scale means the tensor is already real-valued (float model).
+    """
+
+    scale: float | None = None
+    zero_point: int = 0
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        """Real values of ``q`` as float32."""
+        if self.scale is None:
+            return np.asarray(q, dtype=np.float32)
+        return (q.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+
+    def threshold(self, value: float, dtype: np.dtype) -> float | int:
+        """The smallest raw value of ``dtype`` whose real value is >= ``value``."""
+        if self.scale is None:
+            return value
+        info = np.iinfo(dtype)
+        q = int(np.ceil(value / self.scale - 1e-6)) + self.zero_point
+        return int(np.clip(q, info.min, info.max + 1))
+
+
+FLOAT = Quant()
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Post-processing settings.
+
+    Attributes:
+        score_threshold: Minimum class probability of a detection.
+        iou_threshold: NMS overlap above which the lower-scored box of the same class is dropped.
+        max_detections: Cap on detections per frame, after NMS.
+        pre_nms_top_k: Candidates kept (best scores) before NMS.
+    """
+
+    score_threshold: float = 0.3
+    iou_threshold: float = 0.5
+    max_detections: int = 100
+    pre_nms_top_k: int = 1000
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must lie in [0, 1]. Received: {self.score_threshold}")
+        if not 0.0 < self.iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must lie in (0, 1]. Received: {self.iou_threshold}")
+        if self.max_detections < 1 or self.pre_nms_top_k < 1:
+            raise ValueError(
+                "max_detections and pre_nms_top_k must be positive. "
+                f"Received: {self.max_detections}, {self.pre_nms_top_k}"
+            )
+
+
+@dataclass(frozen=True)
+class RawDetections:
+    """Kept detections in model-input pixels, best first.
+
+    Attributes:
+        boxes: (D, 4) float32 x0, y0, x1, y1, clipped to the input.
+        scores: (D,) float32.
+        classes: (D,) int32 thing class ids.
+        locations: (D,) int64 index of the location each came from (to fetch mask coefficients).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    locations: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@lru_cache(maxsize=8)
+def anchor_points(size: int, strides: tuple[int, ...] = DEFAULT_STRIDES) -> tuple[np.ndarray, np.ndarray]:
+    """Centres and strides of every detection location, in the order of the model's outputs.
+
+    Returns:
+        ``(centres, strides)``: (N, 2) float32 x, y in input pixels and (N,) float32.
+    """
+    centres, per_loc = [], []
+    for s in strides:
+        g = size // s
+        ys, xs = np.mgrid[0:g, 0:g]
+        centres.append(np.stack([(xs.ravel() + 0.5) * s, (ys.ravel() + 0.5) * s], axis=1))
+        per_loc.append(np.full(g * g, s, np.float32))
+    c, st = np.concatenate(centres).astype(np.float32), np.concatenate(per_loc)
+    c.setflags(write=False)
+    st.setflags(write=False)
+    return c, st
+
+
+def distances_to_boxes(dist: np.ndarray, centres: np.ndarray, strides: np.ndarray) -> np.ndarray:
+    """(M, 4) l, t, r, b in stride units at (M, 2) centres to (M, 4) x0, y0, x1, y1 pixels."""
+    d = dist * strides[:, None]
+    return np.concatenate([centres - d[:, :2], centres + d[:, 2:]], axis=1)
+
+
+def decode_detections(
+    scores: np.ndarray,
+    boxes: np.ndarray,
+    input_size: int,
+    options: DecodeOptions = DecodeOptions(),
+    scores_quant: Quant = FLOAT,
+    boxes_quant: Quant = FLOAT,
+    strides: tuple[int, ...] = DEFAULT_STRIDES,
+) -> RawDetections:
+    """Turn per-location outputs into kept detections.
+
+    Args:
+        scores: (N, C) or (1, N, C) class probabilities, raw (quantized) or float.
+        boxes: (N, 4) or (1, N, 4) distances in stride units, raw or float.
+        input_size: Model input side in pixels.
+        options: Thresholds and caps.
+        scores_quant: Quantization of ``scores`` (``FLOAT`` for a float model).
+        boxes_quant: Quantization of ``boxes``.
+        strides: Pyramid strides of the model.
+
+    Returns:
+        The kept detections, best first, at most ``options.max_detections``.
+    """
+    scores = scores.reshape(-1, scores.shape[-1])
+    boxes = boxes.reshape(-1, 4)
+    centres, loc_strides = anchor_points(input_size, tuple(strides))
+    if len(centres) != len(scores) or len(scores) != len(boxes):
+        raise ValueError(
+            f"Expected {len(centres)} locations for input {input_size} and strides {tuple(strides)}. "
+            f"Received: scores {scores.shape}, boxes {boxes.shape}"
+        )
+    t = scores_quant.threshold(options.score_threshold, scores.dtype)
+    loc, cls = np.nonzero(scores >= t)
+    if len(loc) == 0:
+        return _empty()
+    raw = scores[loc, cls]
+    if len(raw) > options.pre_nms_top_k:
+        top = np.argpartition(-raw.astype(np.float32), options.pre_nms_top_k - 1)[: options.pre_nms_top_k]
+        loc, cls, raw = loc[top], cls[top], raw[top]
+    conf = scores_quant.dequantize(raw)
+    xyxy = distances_to_boxes(boxes_quant.dequantize(boxes[loc]), centres[loc], loc_strides[loc])
+    np.clip(xyxy, 0, input_size, out=xyxy)
+    wh = xyxy[:, 2:] - xyxy[:, :2]
+    ok = (wh > 0).all(axis=1)
+    if not ok.all():
+        loc, cls, conf, xyxy, wh = loc[ok], cls[ok], conf[ok], xyxy[ok], wh[ok]
+        if len(loc) == 0:
+            return _empty()
+    xywh = np.concatenate([xyxy[:, :2], wh], axis=1)
+    keep = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(), conf.tolist(), cls.tolist(), options.score_threshold, options.iou_threshold,
+        top_k=options.max_detections,
+    )
+    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    keep = keep[np.argsort(-conf[keep], kind="stable")][: options.max_detections]
+    return RawDetections(
+        boxes=xyxy[keep].astype(np.float32),
+        scores=conf[keep].astype(np.float32),
+        classes=cls[keep].astype(np.int32),
+        locations=loc[keep].astype(np.int64),
+    )
+
+
+def _empty() -> RawDetections:
+    return RawDetections(
+        boxes=np.zeros((0, 4), np.float32),
+        scores=np.zeros((0,), np.float32),
+        classes=np.zeros((0,), np.int32),
+        locations=np.zeros((0,), np.int64),
+    )

@@ -1,0 +1,39 @@
+"""Semantic decoding: argmax at the model's resolution, mapped to the frame on demand."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..preprocess import Transform
+from .detect import FLOAT, Quant
+
+
+def semantic_argmax(logits: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 class ids from (h, w, C) or (1, h, w, C) logits, raw or float.
+
+    The argmax of raw int8 logits equals that of the dequantized ones (one positive scale per
+    tensor), so nothing is dequantized.
+    """
+    return np.argmax(logits.reshape(logits.shape[-3:]), axis=-1).astype(np.uint8)
+
+
+def semantic_to_frame(logits: np.ndarray, transform: Transform, stride: int, quant: Quant = FLOAT) -> np.ndarray:
+    """(frame_h, frame_w) uint8 class ids, resampling the logits (not the ids) bilinearly.
+
+    Args:
+        logits: (h, w, C) or (1, h, w, C) semantic logits, raw or float.
+        transform: Input-to-frame transform of the frame.
+        stride: Input pixels per logit cell.
+        quant: Quantization of ``logits``.
+    """
+    grid = quant.dequantize(logits.reshape(logits.shape[-3:]))
+    m = transform.frame_to_grid(stride)
+    planes = [
+        cv2.warpAffine(
+            np.ascontiguousarray(grid[..., c]), m, (transform.frame_w, transform.frame_h),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+        )
+        for c in range(grid.shape[-1])
+    ]
+    return np.argmax(np.stack(planes, axis=-1), axis=-1).astype(np.uint8)

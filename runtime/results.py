@@ -1,0 +1,70 @@
+"""Results of one frame: frozen dataclasses, with frame-resolution maps computed only on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .decode.detect import FLOAT, Quant
+from .decode.instance import mask_to_frame
+from .decode.semantic import semantic_to_frame
+from .preprocess import Transform
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object.
+
+    Attributes:
+        category: Thing class id.
+        label: Class name.
+        score: Class probability in [0, 1].
+        box: (x0, y0, x1, y1) in frame pixels.
+    """
+
+    category: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    _mask_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _transform: Transform | None = field(default=None, repr=False, compare=False)
+    _stride: int = field(default=4, repr=False, compare=False)
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether the model gave an instance mask for this detection."""
+        return self._mask_logits is not None
+
+    def mask(self) -> np.ndarray | None:
+        """(frame_h, frame_w) bool instance mask, assembled now; None for a detection-only model."""
+        if self._mask_logits is None or self._transform is None:
+            return None
+        return mask_to_frame(self._mask_logits, np.asarray(self.box, np.float32), self._transform, self._stride)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything the model said about one frame.
+
+    Attributes:
+        detections: Kept detections, best first.
+        semantic: (h, w) uint8 class ids at the model's resolution, or None (no semantic head).
+        transform: Input-to-frame transform.
+        times_ms: Milliseconds per stage (``preprocess``, ``invoke``, ``decode``...).
+    """
+
+    detections: tuple[Detection, ...]
+    semantic: np.ndarray | None
+    transform: Transform
+    times_ms: Mapping[str, float] = field(default_factory=dict)
+    _seg_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _seg_quant: Quant = field(default=FLOAT, repr=False, compare=False)
+    _seg_stride: int = field(default=4, repr=False, compare=False)
+
+    def semantic_frame(self) -> np.ndarray | None:
+        """(frame_h, frame_w) uint8 class ids, resampled from the logits now; None without a semantic head."""
+        if self._seg_logits is None:
+            return None
+        return semantic_to_frame(self._seg_logits, self.transform, self._seg_stride, self._seg_quant)

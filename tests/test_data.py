@@ -1,0 +1,105 @@
+"""COCO datasets on disk: round trip, derived semantic maps, bad input named by file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ocrnet_edge.model.data import load_dataset, write_scenes
+from ocrnet_edge.runtime.errors import InputError, OutputError
+from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
+
+from .conftest import SMALL
+
+
+def test_coco_round_trip(small_dataset):
+    ds = load_dataset(small_dataset)
+    assert len(ds) == 12
+    opts = SceneOptions(width=SMALL, height=SMALL)
+    for i, rec in enumerate(ds.records):
+        scene = draw_scene((3, i), opts)
+        assert list(rec.categories) == [inst.category for inst in scene.instances]
+        np.testing.assert_array_equal(rec.boxes, np.array([inst.box for inst in scene.instances], np.float32).reshape(-1, 4))
+        masks = rec.masks()
+        for m, inst in zip(masks, scene.instances):
+            np.testing.assert_array_equal(m, inst.mask)
+        np.testing.assert_array_equal(rec.semantic(), scene.semantic)
+        assert rec.image().shape == (SMALL, SMALL, 3)
+
+
+def test_semantic_derived_when_folder_absent(small_dataset, tmp_path):
+    copy = tmp_path / "nosem"
+    shutil.copytree(small_dataset, copy)
+    shutil.rmtree(copy / "semantic")
+    with_sem, without = load_dataset(small_dataset), load_dataset(copy)
+    for a, b in zip(with_sem.records, without.records):
+        assert b.semantic_path is None
+        np.testing.assert_array_equal(a.semantic(), b.semantic())
+
+
+def test_polygon_segmentations_are_read(small_dataset, tmp_path):
+    copy = tmp_path / "poly"
+    shutil.copytree(small_dataset, copy)
+    coco = json.loads((copy / "annotations.json").read_text())
+    ann = coco["annotations"][0]
+    x, y, w, h = ann["bbox"]
+    ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    (copy / "annotations.json").write_text(json.dumps(coco))
+    rec = next(r for r in load_dataset(copy).records if r.image_id == ann["image_id"])
+    assert rec.masks()[0].sum() > 0
+
+
+def test_folder_without_annotations(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(InputError, match=r"annotations\.json: no COCO annotations file"):
+        load_dataset(tmp_path)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(InputError, match="dataset folder not found"):
+        load_dataset(tmp_path / "nope")
+
+
+def test_unknown_category_names(small_dataset, tmp_path):
+    copy = tmp_path / "cats"
+    shutil.copytree(small_dataset, copy)
+    coco = json.loads((copy / "annotations.json").read_text())
+    coco["categories"][0]["name"] = "hexagon"
+    (copy / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(InputError, match=r"annotations\.json: unknown category names \['hexagon'\]"):
+        load_dataset(copy)
+
+
+def test_missing_image(small_dataset, tmp_path):
+    copy = tmp_path / "missing"
+    shutil.copytree(small_dataset, copy)
+    victim = sorted((copy / "images").iterdir())[0]
+    victim.unlink()
+    with pytest.raises(InputError, match=f"{victim.name}: image listed in annotations.json is missing"):
+        load_dataset(copy)
+
+
+def test_corrupt_image(small_dataset, tmp_path):
+    copy = tmp_path / "corrupt"
+    shutil.copytree(small_dataset, copy)
+    victim = sorted((copy / "images").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    rec = next(r for r in load_dataset(copy).records if r.path == victim)
+    with pytest.raises(InputError, match=f"{victim.name}: cannot decode this file as an image"):
+        rec.image()
+
+
+def test_malformed_json(tmp_path):
+    (tmp_path / "annotations.json").write_text("{not json")
+    with pytest.raises(InputError, match="not a COCO instances file"):
+        load_dataset(tmp_path)
+
+
+def test_writer_refuses_existing_folder_and_leaves_no_partial(tmp_path):
+    out = write_scenes(tmp_path / "d", 2, seed=1, size=64, progress=False)
+    with pytest.raises(OutputError, match="already exists"):
+        write_scenes(out, 2, seed=1, size=64, progress=False)
+    assert not (tmp_path / "d.partial").exists()

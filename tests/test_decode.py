@@ -1,0 +1,99 @@
+"""Decoding: quantized thresholds, class-aware NMS, caps, masks and semantic maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ocrnet_edge.runtime.contract import num_locations
+from ocrnet_edge.runtime.decode import DecodeOptions, Quant, decode_outputs
+from ocrnet_edge.runtime.decode.detect import anchor_points, decode_detections
+from ocrnet_edge.runtime.decode.instance import assemble_masks, mask_to_frame
+from ocrnet_edge.runtime.preprocess import plan
+
+SIZE = 128
+N = num_locations(SIZE)
+
+
+def _scores_with(locs_classes_scores):
+    s = np.zeros((N, 4), np.float32)
+    for loc, cls, sc in locs_classes_scores:
+        s[loc, cls] = sc
+    return s
+
+
+def _boxes(value=1.0):
+    return np.full((N, 4), value, np.float32)
+
+
+def test_quantized_threshold_matches_float():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 1, (N, 4)).astype(np.float32) ** 8
+    quant = Quant(scale=1 / 255, zero_point=-128)
+    q = np.clip(np.round(scores / quant.scale) + quant.zero_point, -128, 127).astype(np.int8)
+    opts = DecodeOptions(score_threshold=0.3, max_detections=1000, pre_nms_top_k=5000, iou_threshold=1.0)
+    a = decode_detections(quant.dequantize(q), _boxes(), SIZE, opts)
+    b = decode_detections(q, _boxes(), SIZE, opts, scores_quant=quant)
+    assert len(a) == len(b) > 0
+    np.testing.assert_allclose(np.sort(a.scores), np.sort(b.scores), atol=1e-6)
+
+
+def test_nms_is_class_aware_and_capped():
+    centres, _ = anchor_points(SIZE)
+    near = int(np.argmin(np.abs(centres[:, 0] - 36) + np.abs(centres[:, 1] - 36)))
+    neighbour = near + 1
+    scores = _scores_with([(near, 0, 0.9), (neighbour, 0, 0.8), (neighbour, 1, 0.7)])
+    det = decode_detections(scores, _boxes(2.0), SIZE, DecodeOptions(iou_threshold=0.5))
+    # The same-class neighbour overlaps and goes; the other class at the same place stays.
+    assert sorted(det.classes.tolist()) == [0, 1]
+    assert det.scores[0] == pytest.approx(0.9)
+    many = _scores_with([(i, 0, 0.5 + i / (4 * N)) for i in range(0, N, 7)])
+    capped = decode_detections(many, _boxes(0.3), SIZE, DecodeOptions(max_detections=5))
+    assert len(capped) == 5 and np.all(np.diff(capped.scores) <= 0)
+
+
+def test_boxes_stay_inside_input():
+    scores = _scores_with([(0, 0, 0.9), (N - 1, 3, 0.9)])
+    det = decode_detections(scores, _boxes(50.0), SIZE)
+    assert (det.boxes >= 0).all() and (det.boxes <= SIZE).all()
+
+
+def test_wrong_location_count_is_refused():
+    with pytest.raises(ValueError, match="Expected 336 locations"):
+        decode_detections(np.zeros((10, 4)), np.zeros((10, 4)), SIZE)
+
+
+def test_masks_only_for_kept_detections_and_cropped():
+    g = SIZE // 4
+    protos = np.zeros((1, g, g, 2), np.float32)
+    protos[0, :, :, 0] = 5.0  # everywhere "object"
+    coeffs = np.zeros((1, N, 2), np.float32)
+    coeffs[0, :, 0] = 1.0
+    boxes = np.array([[16, 16, 48, 40]], np.float32)
+    logits = assemble_masks(coeffs, protos, np.array([3]), 4)
+    assert logits.shape == (1, g, g)
+    t = plan(SIZE, SIZE, SIZE)
+    m = mask_to_frame(logits[0], boxes[0], t, 4)
+    ys, xs = np.nonzero(m)
+    assert xs.min() >= 16 and xs.max() < 48 and ys.min() >= 16 and ys.max() < 40
+    assert m.sum() == 32 * 24
+
+
+def test_decode_outputs_maps_to_letterboxed_frame():
+    # A 256x128 frame letterboxed into 128: scale 0.5, 32 rows of padding on top.
+    t = plan(256, 128, SIZE)
+    centres, _ = anchor_points(SIZE)
+    loc = int(np.argmin(np.abs(centres[:, 0] - 68) + np.abs(centres[:, 1] - 68)))
+    out = {
+        "det_scores": _scores_with([(loc, 2, 0.95)])[None],
+        "det_boxes": _boxes(1.0)[None],
+        "seg_logits": np.zeros((1, 32, 32, 5), np.float32),
+    }
+    res = decode_outputs(out, t)
+    (d,) = res.detections
+    x0, y0, x1, y1 = d.box
+    assert d.label == "rectangle"
+    assert (x0 + x1) / 2 == pytest.approx(136, abs=1e-3) and (y0 + y1) / 2 == pytest.approx(72, abs=1e-3)
+    assert res.semantic.shape == (32, 32)
+    assert res.semantic_frame().shape == (128, 256)
+    assert d.mask() is None

@@ -1,0 +1,103 @@
+"""The shared-feature model: sizes, output contract, the channel split, Edge TPU-friendly layers."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from ocrnet_edge.model.config import ModelConfig
+from ocrnet_edge.model.network import build_ocrnet, output_spec
+from ocrnet_edge.model.train import load_model
+from ocrnet_edge.runtime import contract
+from ocrnet_edge.runtime.errors import InputError, ModelError
+
+from .conftest import SMALL
+
+
+@pytest.mark.parametrize("size", [256, 320, 416])
+def test_builds_at_export_sizes_and_matches_contract(size):
+    cfg = ModelConfig(input_size=size)
+    net = build_ocrnet(cfg, batch_size=1)
+    out = net(np.zeros((1, size, size, 3), np.float32))
+    spec = output_spec(cfg)
+    assert set(out) == set(contract.OUTPUT_NAMES) == set(spec)
+    for name, shape in spec.items():
+        assert tuple(out[name].shape) == shape, name
+    assert spec[contract.DET_SCORES][1] == contract.num_locations(size)
+
+
+def test_output_ranges():
+    net = build_ocrnet(ModelConfig(input_size=SMALL), batch_size=1)
+    x = np.random.default_rng(0).uniform(0, 255, (1, SMALL, SMALL, 3)).astype(np.float32)
+    out = {k: np.asarray(v) for k, v in net(x).items()}
+    assert 0 <= out[contract.DET_SCORES].min() and out[contract.DET_SCORES].max() <= 1
+    assert out[contract.DET_BOXES].min() >= 0
+    assert -1 <= out[contract.DET_COEFFS].min() and out[contract.DET_COEFFS].max() <= 1
+
+
+def test_quarter_of_shared_channels_feed_detection():
+    cfg = ModelConfig(input_size=SMALL, neck_channels=64)
+    net = build_ocrnet(cfg, batch_size=1)
+    det = [layer for layer in net.layers if layer.name.startswith("split_det")]
+    seg = [layer for layer in net.layers if layer.name.startswith("split_seg")]
+    assert len(det) == len(seg) == 3
+    assert {(layer.start, layer.stop) for layer in det} == {(0, 16)}
+    assert {(layer.start, layer.stop) for layer in seg} == {(16, 64)}
+    assert ModelConfig(neck_channels=64, det_fraction=0.5).det_channels == 32
+
+
+def test_only_edgetpu_friendly_layers():
+    net = build_ocrnet(ModelConfig(input_size=SMALL), batch_size=1)
+    banned = (keras.layers.UpSampling2D, keras.layers.Resizing, keras.layers.Rescaling, keras.layers.Lambda,
+              keras.layers.Softmax)
+    for layer in net._flatten_layers(include_self=False):
+        assert not isinstance(layer, banned), layer.name
+
+
+def test_single_task_variants():
+    for tasks, names in [
+        (("detect",), {contract.DET_SCORES, contract.DET_BOXES}),
+        (("semantic",), {contract.SEG_LOGITS}),
+        (("instance",), {contract.DET_SCORES, contract.DET_BOXES, contract.DET_COEFFS, contract.MASK_PROTOS}),
+    ]:
+        cfg = ModelConfig(input_size=SMALL, tasks=tasks)
+        assert set(build_ocrnet(cfg, batch_size=1).output_names) == names == set(output_spec(cfg))
+
+
+def test_ocr_ablation_changes_only_the_semantic_branch():
+    with_ocr = build_ocrnet(ModelConfig(input_size=SMALL))
+    without = build_ocrnet(ModelConfig(input_size=SMALL, use_ocr=False))
+    assert any(layer.name == "ocr" for layer in with_ocr.layers)
+    assert not any(layer.name == "ocr" for layer in without.layers)
+    assert set(with_ocr.output_names) == set(without.output_names)
+
+
+def test_save_and_load_in_safe_mode(tmp_path):
+    net = build_ocrnet(ModelConfig(input_size=SMALL), batch_size=1)
+    path = tmp_path / "m.keras"
+    net.save(path)
+    again = load_model(path)
+    x = np.full((1, SMALL, SMALL, 3), 100, np.float32)
+    a, b = net(x), again(x)
+    for k in a:
+        np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), atol=1e-5)
+
+
+def test_load_model_bad_input(tmp_path):
+    with pytest.raises(InputError, match="model file not found"):
+        load_model(tmp_path / "missing.keras")
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="junk.keras: not a Keras model"):
+        load_model(junk)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"input_size": 300}, "multiple of 32"), ({"det_fraction": 1.0}, "strictly between"),
+     ({"tasks": ("pose",)}, "subset of")],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        ModelConfig(**kwargs)

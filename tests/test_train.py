@@ -1,0 +1,50 @@
+"""Training: a tiny run overfits a handful of scenes, saves its model and configuration, resumes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from ocrnet_edge.model.config import ModelConfig, TrainConfig
+from ocrnet_edge.model.train import load_model, train
+from ocrnet_edge.runtime.errors import InputError
+
+from .conftest import SMALL
+
+TINY = ModelConfig(input_size=SMALL, width=0.5, neck_channels=32, head_channels=32, num_protos=8, ocr_channels=16)
+LOSS_DROP = 0.5
+"""A handful of scenes must lose at least half of the first epoch's loss."""
+
+
+@pytest.mark.slow
+def test_tiny_run_overfits_and_resumes(small_dataset, tmp_path):
+    cfg = TrainConfig(epochs=25, batch_size=4, learning_rate=5e-3, val_images=0, model=TINY)
+    out = tmp_path / "run"
+    model_path = train(small_dataset, out, cfg, verbose=0)
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert len(rows) == 25
+    first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
+    assert last < LOSS_DROP * first, (first, last)
+    for term in ("cls", "box", "sem", "aux", "mask"):
+        assert term in rows[0]
+    assert json.loads((out / "config.json").read_text())["model"]["input_size"] == SMALL
+    net = load_model(model_path)
+    assert net.input_shape[1:] == (SMALL, SMALL, 3)
+
+    # Resume: asking for more epochs continues after the last finished one.
+    more = TrainConfig(epochs=26, batch_size=4, learning_rate=5e-3, val_images=0, model=TINY)
+    train(small_dataset, out, more, verbose=0)
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 27))
+
+
+def test_resume_refuses_other_architecture(small_dataset, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = TrainConfig(epochs=1, model=TINY)
+    (out / "state.json").write_text(json.dumps({"epochs_done": 1}))
+    (out / "config.json").write_text(json.dumps({"model": {"input_size": 256}}))
+    with pytest.raises(InputError, match="another model configuration"):
+        train(small_dataset, out, cfg, verbose=0)
