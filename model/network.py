@@ -34,6 +34,9 @@ BACKBONE = (
     (4, 64, 3, 2),
     (4, 96, 2, 2),
 )
+BN_MOMENTUM = 0.9
+"""Short BatchNorm memory: with a few hundred steps per epoch and a high learning rate, Keras' default
+0.99 left the moving statistics far behind the weights (inference-mode mIoU stuck at background)."""
 AUX_COARSE = "seg_coarse"
 """Training-only output: OCR's coarse soft-region logits (stride 8)."""
 
@@ -44,13 +47,13 @@ def _ch(c: float) -> int:
 
 def _conv_bn(x, filters: int, kernel: int = 1, stride: int = 1, act: bool = True, name: str = ""):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(max_value=6.0, name=f"{name}_relu")(x) if act else x
 
 
 def _dw_bn(x, stride: int = 1, name: str = ""):
     x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = layers.BatchNormalization(name=f"{name}_dwbn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_dwbn")(x)
     return layers.ReLU(max_value=6.0, name=f"{name}_dwrelu")(x)
 
 

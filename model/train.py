@@ -7,7 +7,8 @@ backend (CPU here) and on the JAX backend (a GPU machine); weights move between 
 An output folder holds::
 
     config.json           the full training configuration
-    model.keras           the inference model (best validation score so far, else the last epoch)
+    model.keras           the inference model with its configuration (best validation score so far,
+                          else the last epoch)
     last.weights.h5       trainer and optimizer state of the last finished epoch (resume)
     state.json            epochs finished and the best validation score
     history.csv           loss terms and validation metrics per epoch
@@ -31,6 +32,7 @@ from ocrnet_edge.runtime.errors import InputError, OutputError
 from . import losses
 from .config import LossConfig, TrainConfig, model_config_from_dict, save_json, to_dict, train_config_from_dict
 from .data import Dataset, load_dataset
+from .io import save_model
 from .network import AUX_COARSE, build_ocrnet
 from .targets import image_targets
 
@@ -199,7 +201,7 @@ class _History(keras.callbacks.Callback):
         _atomic(self.out / "last.weights.h5", self.trainer.save_weights, suffix=".weights.h5")
         if score is None or score >= self.best:
             self.best = score if score is not None else self.best
-            _atomic(self.out / "model.keras", lambda p: self.trainer.net.save(p), suffix=".keras")
+            save_model(self.trainer.net, self.cfg.model, self.out / "model.keras")
         _atomic(self.out / "state.json", lambda p: Path(p).write_text(
             json.dumps({"epochs_done": epoch + 1, "best_score": self.best})), suffix=".json")
 
@@ -281,20 +283,4 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         trainer.fit(batches, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
                     callbacks=[_History(out, val_set, cfg, trainer)])
     return out / "model.keras"
-
-
-def load_model(path: Path | str) -> keras.Model:
-    """Load a saved inference model in Keras safe mode (no code from the file is executed)."""
-    from . import layers  # noqa: F401  (registers the custom layers)
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: model file not found")
-    try:
-        return keras.saving.load_model(str(path), safe_mode=True, compile=False)
-    except Exception as e:  # Keras raises ValueError, OSError, zipfile errors...
-        from ocrnet_edge.runtime.errors import ModelError
-
-        raise ModelError(f"{path}: not a Keras model this version can load ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]})") from None
 

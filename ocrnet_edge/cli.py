@@ -76,17 +76,80 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from ocrnet_edge.model.data import Dataset, load_dataset
     from ocrnet_edge.model.evaluate import METRIC_KEYS, evaluate_keras, write_metrics
-    from ocrnet_edge.model.train import load_model
+    from ocrnet_edge.model.io import load_model
 
     data = load_dataset(args.data)
     if args.limit:
         data = Dataset(data.root, data.records[: args.limit], data.class_names)
-    net = load_model(args.model)
-    metrics = evaluate_keras(net, data, progress=not args.quiet)
+    if args.model.suffix == ".tflite":
+        from ocrnet_edge.convert.fidelity import engine_outputs
+        from ocrnet_edge.model.evaluate import evaluate_outputs
+        from ocrnet_edge.runtime.engine import Engine, EngineOptions
+
+        with Engine.open(args.model, args.card, EngineOptions(backend=args.backend, threads=args.threads)) as engine:
+            metrics = evaluate_outputs(data, engine_outputs(engine, data), engine.quants, progress=not args.quiet)
+        fmt = "tflite"
+    else:
+        metrics = evaluate_keras(load_model(args.model), data, progress=not args.quiet)
+        fmt = "keras"
     summary = {k: round(metrics[k], 4) for k in METRIC_KEYS}
     print(json.dumps(summary))
     if args.json:
-        write_metrics(metrics, args.json, {"model": str(args.model), "data": str(args.data), "format": "keras"})
+        write_metrics(metrics, args.json, {"model": str(args.model), "data": str(args.data), "format": fmt})
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    _require_workstation("convert")
+    from ocrnet_edge.convert.export import quiet_tensorflow
+    from ocrnet_edge.convert.pipeline import ConvertOptions, convert_model
+
+    quiet_tensorflow()
+    size = args.size
+    edgetpu = args.edgetpu
+    if args.board:
+        from ocrnet_edge.runtime.boards import load_board
+
+        board = load_board(args.board)
+        size = size or board.input_size
+        edgetpu = edgetpu or board.prefers_edgetpu
+    opts = ConvertOptions(size=size, calib=args.calib, min_calib=args.min_calib, val=args.val,
+                          heldout_images=args.heldout_images, max_drop=args.max_drop, edgetpu=edgetpu,
+                          name=args.name, progress=not args.quiet)
+    res = convert_model(args.model, args.out, opts)
+    fid = res.report["fidelity"]
+    drops = ", ".join(f"{k} {v:+.2f}" for k, v in fid["drops_points"].items())
+    print(f"wrote {res.int8} ({res.report['files']['int8_bytes'] / 1024:.0f} KiB), {res.card.name}, "
+          f"{res.report_md.name}; drops in points: {drops}; "
+          f"Edge TPU: {res.report['edgetpu_check']['mapped_share'] * 100:.0f}% of ops map")
+    return 0
+
+
+def cmd_check_edgetpu(args: argparse.Namespace) -> int:
+    import json
+
+    from ocrnet_edge.runtime.modelfile import inspect_model
+
+    try:
+        from ocrnet_edge.convert.checks import check_edgetpu
+    except ImportError as e:  # pragma: no cover - convert/ is part of every install
+        raise EnvironmentMissing(str(e)) from None
+    report = check_edgetpu(inspect_model(args.model))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(f"{args.model}: {report.mapped_ops}/{report.total_ops} ops map to the Edge TPU "
+              f"({report.mapped_share * 100:.1f}%), parameters {report.parameter_bytes / 1024:.0f} KiB")
+        if report.first_unmapped:
+            print(f"first op the compiler would leave on the CPU: {report.first_unmapped}")
+        for p in report.problems:
+            print(f"  {p}")
+        for n in report.notes:
+            print(f"  note: {n}")
+    if not report.ok:
+        from ocrnet_edge.runtime.errors import GateError
+
+        raise GateError(f"{args.model}: {len(report.problems)} Edge TPU problem(s); first: {report.problems[0]}")
     return 0
 
 
@@ -120,8 +183,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     t.set_defaults(func=cmd_train)
 
+    c = sub.add_parser("convert", help="full-int8 TFLite with fused heads, card, fidelity gate (workstation)")
+    c.add_argument("model", type=Path, help="model.keras")
+    c.add_argument("--out", required=True, type=Path, help="output folder")
+    c.add_argument("--size", type=int, help="export input size (multiple of 32); default: the model's")
+    c.add_argument("--calib", type=Path, default=Path("calibration_data"), help="calibration image folder")
+    c.add_argument("--min-calib", type=int, default=100, help="fewest usable calibration images accepted")
+    c.add_argument("--board", help="take the input size and the Edge TPU choice from a board profile")
+    c.add_argument("--edgetpu", action="store_true", help="compile for the Edge TPU (needs edgetpu_compiler)")
+    c.add_argument("--val", type=Path, help="COCO dataset for the fidelity gate (default: generated held-out scenes)")
+    c.add_argument("--heldout-images", type=int, default=100, help="generated held-out images for the gate")
+    c.add_argument("--max-drop", type=float, default=1.0, help="largest allowed drop of box AP, mask AP, mIoU (points)")
+    c.add_argument("--name", help="output name (default: the model's folder or file name)")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_convert)
+
+    k = sub.add_parser("check-edgetpu", help="static Edge TPU readiness of a .tflite file")
+    k.add_argument("model", type=Path, help="a .tflite file")
+    k.add_argument("--json", action="store_true", help="print the report as JSON")
+    k.set_defaults(func=cmd_check_edgetpu)
+
     e = sub.add_parser("eval", help="box/mask AP, mIoU, P@R50 and R@P50 on a COCO dataset (workstation)")
-    e.add_argument("model", type=Path, help="model.keras")
+    e.add_argument("model", type=Path, help="model.keras or a converted .tflite")
+    e.add_argument("--card", type=Path, help="model card for a .tflite without one")
+    e.add_argument("--backend", default="auto", help="auto, cpu or edgetpu (for a .tflite)")
+    e.add_argument("--threads", type=int, default=2, help="interpreter threads (for a .tflite)")
     e.add_argument("--data", required=True, type=Path, help="COCO dataset folder")
     e.add_argument("--json", type=Path, help="write all metrics here")
     e.add_argument("--limit", type=int, help="evaluate the first N images only")

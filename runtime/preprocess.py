@@ -50,7 +50,7 @@ class Transform:
         np.clip(out[:, 1::2], 0, self.frame_h, out=out[:, 1::2])
         return out
 
-    def frame_to_grid(self, stride: int) -> np.ndarray:
+    def frame_to_grid(self, stride: float) -> np.ndarray:
         """2x3 affine from frame pixel centres to cell coordinates of a map at ``stride``.
 
         A map at ``stride`` has cell ``(u, v)`` centred on input pixel ``((u + 0.5) * stride, ...)``;

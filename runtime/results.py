@@ -9,7 +9,7 @@ import numpy as np
 
 from .decode.detect import FLOAT, Quant
 from .decode.instance import mask_to_frame
-from .decode.semantic import semantic_to_frame
+from .decode.semantic import labels_to_frame, semantic_to_frame
 from .preprocess import Transform
 
 
@@ -61,10 +61,13 @@ class FrameResult:
     times_ms: Mapping[str, float] = field(default_factory=dict)
     _seg_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
     _seg_quant: Quant = field(default=FLOAT, repr=False, compare=False)
-    _seg_stride: int = field(default=4, repr=False, compare=False)
+    _seg_stride: float = field(default=4, repr=False, compare=False)
+    _seg_is_labels: bool = field(default=False, repr=False, compare=False)
 
     def semantic_frame(self) -> np.ndarray | None:
         """(frame_h, frame_w) uint8 class ids, resampled from the logits now; None without a semantic head."""
         if self._seg_logits is None:
             return None
+        if self._seg_is_labels:
+            return labels_to_frame(self._seg_logits, self.transform, self._seg_stride)
         return semantic_to_frame(self._seg_logits, self.transform, self._seg_stride, self._seg_quant)

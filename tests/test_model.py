@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ocrnet_edge.model.config import ModelConfig
+from ocrnet_edge.model.io import load_model
 from ocrnet_edge.model.network import build_ocrnet, output_spec
-from ocrnet_edge.model.train import load_model
 from ocrnet_edge.runtime import contract
 from ocrnet_edge.runtime.errors import InputError, ModelError
 

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from ocrnet_edge.model.config import ModelConfig, TrainConfig
-from ocrnet_edge.model.train import load_model, train
+from ocrnet_edge.model.io import load_model
+from ocrnet_edge.model.train import train
 from ocrnet_edge.runtime.errors import InputError
 
 from .conftest import SMALL

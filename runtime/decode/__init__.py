@@ -18,6 +18,9 @@ from .detect import FLOAT, DecodeOptions, Quant, decode_detections
 from .instance import assemble_masks
 from .semantic import semantic_argmax
 
+SEG_LABELS = "seg_labels"
+"""Role of a class-id map computed inside the graph."""
+
 
 def decode_outputs(
     outputs: Mapping[str, np.ndarray],
@@ -26,7 +29,7 @@ def decode_outputs(
     options: DecodeOptions = DecodeOptions(),
     quants: Mapping[str, Quant] | None = None,
     strides: tuple[int, ...] = contract.DEFAULT_STRIDES,
-    seg_stride: int = contract.SEG_STRIDE,
+    seg_stride: float = contract.SEG_STRIDE,
     copy: bool = True,
 ) -> FrameResult:
     """Decode whatever heads the outputs hold.
@@ -68,14 +71,22 @@ def decode_outputs(
             for i, (c, s, b) in enumerate(zip(raw.classes, raw.scores, frame_boxes))
         )
     semantic = logits = None
+    is_labels = False
+    map_stride: float = seg_stride
     if contract.SEG_LOGITS in outputs:
         logits = outputs[contract.SEG_LOGITS]
         semantic = semantic_argmax(logits)
         if copy:
             logits = np.array(logits)
+    elif SEG_LABELS in outputs:  # argmax inside the graph (models from elsewhere, e.g. DeepLab)
+        logits = np.array(outputs[SEG_LABELS]).reshape(outputs[SEG_LABELS].shape[-2:])
+        semantic = logits.astype(np.uint8)
+        is_labels = True
+        map_stride = size / semantic.shape[0]
     return FrameResult(
         detections=dets, semantic=semantic, transform=transform,
-        _seg_logits=logits, _seg_quant=q.get(contract.SEG_LOGITS, FLOAT), _seg_stride=seg_stride,
+        _seg_logits=logits, _seg_quant=q.get(contract.SEG_LOGITS, FLOAT), _seg_stride=map_stride,
+        _seg_is_labels=is_labels,
     )
 
 

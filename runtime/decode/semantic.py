@@ -18,7 +18,7 @@ def semantic_argmax(logits: np.ndarray) -> np.ndarray:
     return np.argmax(logits.reshape(logits.shape[-3:]), axis=-1).astype(np.uint8)
 
 
-def semantic_to_frame(logits: np.ndarray, transform: Transform, stride: int, quant: Quant = FLOAT) -> np.ndarray:
+def semantic_to_frame(logits: np.ndarray, transform: Transform, stride: float, quant: Quant = FLOAT) -> np.ndarray:
     """(frame_h, frame_w) uint8 class ids, resampling the logits (not the ids) bilinearly.
 
     Args:
@@ -37,3 +37,12 @@ def semantic_to_frame(logits: np.ndarray, transform: Transform, stride: int, qua
         for c in range(grid.shape[-1])
     ]
     return np.argmax(np.stack(planes, axis=-1), axis=-1).astype(np.uint8)
+
+
+def labels_to_frame(labels: np.ndarray, transform: Transform, stride: float) -> np.ndarray:
+    """(frame_h, frame_w) uint8 class ids from a class-id map computed inside the graph (nearest)."""
+    grid = labels.reshape(labels.shape[-2:]).astype(np.uint8)
+    return cv2.warpAffine(
+        grid, transform.frame_to_grid(stride), (transform.frame_w, transform.frame_h),
+        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+    )

@@ -1,0 +1,94 @@
+"""Build the model card and embed it in the ``.tflite`` metadata table.
+
+The card is checked by the runtime's own strict parser before it is written, so a card the runtime
+would refuse never leaves the converter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import flatbuffers
+
+from ocrnet_edge import __version__
+from ocrnet_edge.model.config import ModelConfig, to_dict
+from ocrnet_edge.runtime import contract
+from ocrnet_edge.runtime.card import CARD_FORMAT, parse_card
+from ocrnet_edge.runtime.modelfile import CARD_METADATA_NAME, ModelFileInfo, schema
+
+DEFAULT_DECODE = {"score_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 100}
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of what made the file."""
+    import keras
+    import tensorflow as tf
+
+    return {"ocrnet_edge": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version()}
+
+
+def build_card(info: ModelFileInfo, cfg: ModelConfig, name: str, source: Path, resize: str = "letterbox",
+               float_reference: dict | None = None) -> dict[str, Any]:
+    """The card of a converted file (its outputs, quantization, contract, hashes and versions)."""
+    (sig,) = info.signatures.values()
+    inp = info.tensors[next(iter(sig["inputs"].values()))]
+    outputs = {}
+    for out_name, t in sorted(sig["outputs"].items()):
+        ti = info.tensors[t]
+        outputs[out_name] = {
+            "role": out_name, "shape": list(ti.shape), "dtype": ti.dtype, "scale": ti.scale,
+            "zero_point": ti.zero_point, "meaning": contract.OUTPUT_ROLES.get(out_name, ""),
+        }
+    card = {
+        "format": CARD_FORMAT,
+        "name": name,
+        "tasks": list(cfg.tasks),
+        "input": {"name": next(iter(sig["inputs"])), "size": cfg.input_size, "dtype": inp.dtype, "scale": inp.scale,
+                  "zero_point": inp.zero_point, "resize": resize, "colour_order": "rgb", "pad_value": 114},
+        "outputs": outputs,
+        "class_names": list(cfg.class_names),
+        "semantic_classes": ["background", *cfg.class_names],
+        "strides": list(cfg.strides),
+        "seg_stride": contract.SEG_STRIDE,
+        "decode": dict(DEFAULT_DECODE),
+        "source_sha256": sha256_file(source),
+        "versions": versions(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "notes": {"model_config": to_dict(cfg)},
+    }
+    if float_reference:
+        card["float_reference"] = float_reference
+    parse_card(card, "converter")  # the runtime must accept what we write
+    return card
+
+
+def embed_card(tflite: bytes, card: dict[str, Any]) -> bytes:
+    """Return ``tflite`` with ``card`` in its metadata table (replacing an earlier card)."""
+    s = schema()
+    model = s.ModelT.InitFromObj(s.Model.GetRootAs(tflite, 0))
+    buf = s.BufferT()
+    buf.data = list(json.dumps(card, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+    model.buffers.append(buf)
+    meta = s.MetadataT()
+    meta.name = CARD_METADATA_NAME
+    meta.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (CARD_METADATA_NAME, CARD_METADATA_NAME.encode())]
+    model.metadata.append(meta)
+    b = flatbuffers.Builder(len(tflite) + 4096)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())

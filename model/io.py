@@ -1,0 +1,71 @@
+"""Saving and loading the model with its architecture configuration.
+
+A ``.keras`` file is a zip archive; beside Keras' own members we add ``ocrnet_edge.json`` holding the
+:class:`ModelConfig`, so a model file alone is enough to rebuild it at another size for export.
+Loading always uses Keras safe mode: nothing in the file is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from ocrnet_edge.runtime.errors import InputError, ModelError
+
+from .config import ModelConfig, model_config_from_dict, to_dict
+
+CONFIG_MEMBER = "ocrnet_edge.json"
+
+
+def save_model(net, cfg: ModelConfig, path: Path | str) -> None:
+    """Save ``net`` to ``path`` (a ``.keras`` file) with its configuration, atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    net.save(tmp)
+    with zipfile.ZipFile(tmp, "a") as z:
+        z.writestr(CONFIG_MEMBER, json.dumps(to_dict(cfg), indent=2))
+    tmp.replace(path)
+
+
+def load_model(path: Path | str):
+    """Load a saved model in Keras safe mode.
+
+    Raises:
+        InputError: The file is missing.
+        ModelError: The file is not a Keras model this version can load.
+    """
+    import keras
+
+    from . import layers  # noqa: F401  (registers the custom layers)
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model file not found")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a Keras model (.keras zip archive); expected the model.keras that training saves")
+    try:
+        return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    except Exception as e:  # Keras raises ValueError, TypeError, KeyError... on foreign archives
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ModelError(f"{path}: not a Keras model this version can load ({type(e).__name__}: {first})") from None
+
+
+def load_model_config(path: Path | str) -> ModelConfig:
+    """The architecture configuration saved with a model (or in ``config.json`` beside it).
+
+    Raises:
+        ModelError: No configuration can be found.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            if CONFIG_MEMBER in z.namelist():
+                return model_config_from_dict(json.loads(z.read(CONFIG_MEMBER)))
+    except zipfile.BadZipFile:
+        raise ModelError(f"{path}: not a Keras model (.keras zip archive)") from None
+    side = path.with_name("config.json")
+    if side.is_file():
+        doc = json.loads(side.read_text())
+        return model_config_from_dict(doc.get("model", doc))
+    raise ModelError(f"{path}: no ocrnet-edge configuration inside the model or in config.json beside it")

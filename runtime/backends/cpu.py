@@ -1,0 +1,116 @@
+"""CPU backend: the LiteRT interpreter with XNNPACK, falling back to ``tflite_runtime``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..decode.detect import FLOAT, Quant
+from ..errors import EnvironmentMissing, ModelError
+
+
+def interpreter_class() -> tuple[type, Callable, str]:
+    """``(Interpreter, load_delegate, "package version")`` from LiteRT, else tflite_runtime."""
+    try:
+        import ai_edge_litert
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+        return Interpreter, load_delegate, f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"
+    except ImportError:
+        pass
+    try:
+        import tflite_runtime
+        from tflite_runtime.interpreter import Interpreter, load_delegate
+
+        return Interpreter, load_delegate, f"tflite-runtime {getattr(tflite_runtime, '__version__', '?')}"
+    except ImportError:
+        raise EnvironmentMissing("no TFLite interpreter: pip install ai-edge-litert (or tflite-runtime)") from None
+
+
+class CpuBackend:
+    """Runs a ``.tflite`` file on the CPU (XNNPACK, ``threads`` threads).
+
+    Args:
+        path: The model file (opened by path, so the runtime memory-maps it).
+        threads: Interpreter threads.
+        delegates: Extra delegates (the Edge TPU backend passes its own).
+    """
+
+    name = "cpu"
+
+    @staticmethod
+    def is_available() -> str | None:
+        """None when a TFLite interpreter can be imported, else why not."""
+        try:
+            interpreter_class()
+        except EnvironmentMissing as e:
+            return str(e)
+        return None
+
+    def __init__(self, path: Path | str, threads: int = 1, delegates: list | None = None):
+        interp_cls, _, self.runtime_version = interpreter_class()
+        self.path = Path(path)
+        try:
+            self.interpreter = interp_cls(model_path=str(self.path), num_threads=int(threads),
+                                          experimental_delegates=delegates or None)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{self.path}: the interpreter refused the model ({str(e).strip().splitlines()[0]})") from None
+        self.threads = int(threads)
+        inputs = self.interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path}: expected one input tensor, found {len(inputs)}")
+        self.input_details = inputs[0]
+        self._input = self.interpreter.tensor(self.input_details["index"])
+        self.tensor_index: dict[str, int] = {}
+        self._quant: dict[int, Quant] = {}
+        for d in self.interpreter.get_tensor_details():
+            self.tensor_index.setdefault(d["name"], d["index"])
+        self.signature_outputs: dict[str, int] = {}
+        sigs = self.interpreter.get_signature_list()
+        if sigs:
+            key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
+            runner = self.interpreter.get_signature_runner(key)
+            self.signature_outputs = {n: d["index"] for n, d in runner.get_output_details().items()}
+        self._bound: dict[str, Callable[[], np.ndarray]] = {}
+
+    def bind(self, names_to_index: dict[str, int]) -> None:
+        """Choose which output tensors :meth:`invoke` returns, by name."""
+        self._bound = {n: self.interpreter.tensor(i) for n, i in names_to_index.items()}
+        details = {d["index"]: d for d in self.interpreter.get_tensor_details()}
+        for i in names_to_index.values():
+            scale, zp = details[i]["quantization"]
+            self._quant[i] = Quant(float(scale), int(zp)) if scale else FLOAT
+        self._bound_index = dict(names_to_index)
+
+    def output_quant(self, name: str) -> Quant:
+        """Quantization of a bound output."""
+        return self._quant[self._bound_index[name]]
+
+    def input_view(self) -> np.ndarray:
+        """A writable view of the input tensor; drop it before :meth:`invoke`."""
+        return self._input()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.input_details["shape"])
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self.input_details["dtype"])
+
+    def invoke(self) -> dict[str, np.ndarray]:
+        """Run the model; returns views of the bound outputs, valid until the next invoke."""
+        try:
+            self.interpreter.invoke()
+        except (RuntimeError, ValueError) as e:
+            raise ModelError(f"{self.path}: invoke failed ({str(e).strip().splitlines()[0]})") from None
+        return {n: f() for n, f in self._bound.items()}
+
+    def close(self) -> None:
+        """Release the interpreter."""
+        self._bound = {}
+        self._input = None
+        self.interpreter = None

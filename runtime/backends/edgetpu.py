@@ -1,0 +1,84 @@
+"""Edge TPU backend: the CPU interpreter with the ``libedgetpu.so.1`` delegate.
+
+What Google's pycoral does for the Edge TPU is this one call (pycoral itself is not on PyPI, and
+the PyPI package named ``pycoral`` is an unrelated tool): ``load_delegate("libedgetpu.so.1",
+{"device": "usb:0"})``, then an interpreter with that delegate.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import re
+from pathlib import Path
+
+from ..errors import EnvironmentMissing, InputError
+from .cpu import CpuBackend, interpreter_class
+
+LIBRARY = "libedgetpu.so.1"
+INSTALL_HINT = (
+    "install the Edge TPU runtime: on Debian/Raspberry Pi OS add the Coral apt repository and "
+    "`apt-get install libedgetpu1-std`"
+)
+DEVICE_PATTERN = re.compile(r"^(usb|pci)(:\d+)?$")
+
+
+def _library_present() -> bool:
+    if ctypes.util.find_library("edgetpu"):
+        return True
+    for d in ("/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/lib"):
+        if (Path(d) / LIBRARY).exists():
+            return True
+    return False
+
+
+def edgetpu_devices() -> list[str]:
+    """Edge TPUs visible to the OS: ``usb`` for a Coral USB Accelerator, ``pci:N`` for PCIe/M.2 ones."""
+    found = []
+    usb = Path("/sys/bus/usb/devices")
+    if usb.is_dir():
+        for dev in usb.iterdir():
+            try:
+                vid = (dev / "idVendor").read_text().strip()
+                pid = (dev / "idProduct").read_text().strip()
+            except OSError:
+                continue
+            # 1a6e:089a before the runtime loads its firmware, 18d1:9302 after.
+            if (vid, pid) in (("1a6e", "089a"), ("18d1", "9302")):
+                found.append("usb")
+    found += [f"pci:{i}" for i, _ in enumerate(sorted(Path("/dev").glob("apex_*")))]
+    return found
+
+
+class EdgeTpuBackend(CpuBackend):
+    """Runs an ``*_edgetpu.tflite`` file on a Coral Edge TPU.
+
+    Args:
+        path: The compiled model.
+        threads: CPU threads for ops left outside the TPU.
+        device: ``usb``, ``usb:N``, ``pci`` or ``pci:N``; None for the first found.
+    """
+
+    name = "edgetpu"
+
+    @staticmethod
+    def is_available() -> str | None:
+        """None when the library loads and a device is present, else why not."""
+        reason = CpuBackend.is_available()
+        if reason:
+            return reason
+        if not _library_present():
+            return f"{LIBRARY} not found; {INSTALL_HINT}"
+        if not edgetpu_devices():
+            return "no Edge TPU found on USB or PCIe"
+        return None
+
+    def __init__(self, path: Path | str, threads: int = 1, device: str | None = None):
+        if device is not None and not DEVICE_PATTERN.match(device):
+            raise InputError(f"Edge TPU device must be usb, usb:N, pci or pci:N. Received: {device!r}")
+        _, load_delegate, _ = interpreter_class()
+        options = {"device": device} if device else {}
+        try:
+            delegate = load_delegate(LIBRARY, options)
+        except (OSError, ValueError) as e:
+            raise EnvironmentMissing(f"cannot load the Edge TPU delegate ({e}); {INSTALL_HINT}") from None
+        super().__init__(path, threads, delegates=[delegate])

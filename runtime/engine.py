@@ -1,0 +1,206 @@
+"""The device path for one model: open, preprocess into the input tensor, invoke, decode.
+
+``Engine.open`` validates the file before any interpreter sees it, finds its card (embedded, given,
+or ``<name>.card.json`` beside it), picks a backend, binds outputs by name, and refuses an Edge TPU
+build that cannot run here with a line naming the CPU build to use instead.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import contract
+from .backends import BACKENDS
+from .backends.cpu import CpuBackend
+from .card import ModelCard, parse_card, read_card_file
+from .decode import DecodeOptions, decode_outputs
+from .errors import InputError, ModelError
+from .modelfile import ModelFileInfo, inspect_model
+from .preprocess import preprocess_into
+from .results import FrameResult
+
+
+def sibling_card(path: Path) -> Path | None:
+    """``<name>.card.json`` beside ``<name>_int8.tflite``, ``<name>_int8_edgetpu.tflite`` or ``<name>.tflite``."""
+    stem = path.stem
+    for suffix in ("_edgetpu", "_int8", "_float32", "_gatefailed"):
+        stem = stem.removesuffix(suffix)
+    for s in (stem, path.stem):
+        p = path.with_name(f"{s}.card.json")
+        if p.is_file():
+            return p
+    return None
+
+
+def cpu_build_for(path: Path) -> Path | None:
+    """The CPU build of an Edge TPU file (``x_edgetpu.tflite`` -> ``x.tflite``), if it exists."""
+    p = path.with_name(path.name.replace("_edgetpu.tflite", ".tflite"))
+    return p if p != path and p.is_file() else None
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run a model.
+
+    Attributes:
+        backend: ``auto``, ``cpu`` or ``edgetpu``.
+        threads: CPU threads.
+        device: Edge TPU device (``usb``, ``usb:N``, ``pci``, ``pci:N``) or None.
+        decode: Detection thresholds; None takes the card's defaults.
+        frame_order: Channel order of the frames given to :meth:`Engine.process`.
+    """
+
+    backend: str = "auto"
+    threads: int = 1
+    device: str | None = None
+    decode: DecodeOptions | None = None
+    frame_order: str = "rgb"
+
+    def __post_init__(self) -> None:
+        if self.backend != "auto" and self.backend not in BACKENDS:
+            raise InputError(f"backend must be auto or one of {sorted(BACKENDS)}. Received: {self.backend!r}")
+        if self.threads < 1:
+            raise InputError(f"threads must be at least 1. Received: {self.threads}")
+
+
+class Engine:
+    """One opened model on one backend. Use :meth:`open`."""
+
+    def __init__(self, path: Path, info: ModelFileInfo, card: ModelCard, backend: CpuBackend, options: EngineOptions):
+        self.path, self.info, self.card, self.backend, self.options = path, info, card, backend, options
+        d = card.decode
+        self.decode_options = options.decode or DecodeOptions(
+            score_threshold=float(d.get("score_threshold", 0.3)), iou_threshold=float(d.get("iou_threshold", 0.5)),
+            max_detections=int(d.get("max_detections", 100)),
+        )
+        self._bind()
+        shape = backend.input_shape
+        if len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2] or shape[3] != 3:
+            raise ModelError(f"{path}: expected a (1, S, S, 3) image input. Received: {shape}")
+        if shape[1] != card.input_size:
+            raise ModelError(f"{path}: the card says input size {card.input_size} but the model takes {shape[1]}")
+
+    @classmethod
+    def open(cls, path: Path | str, card: Path | str | ModelCard | None = None,
+             options: EngineOptions = EngineOptions()) -> Engine:
+        """Validate, find the card, choose the backend and load the model.
+
+        Raises:
+            InputError: Missing or unreadable file.
+            ModelError: Not a TFLite model, malformed, no card, outputs missing, or an Edge TPU build
+                without an Edge TPU.
+            EnvironmentMissing: No interpreter, or the Edge TPU library is missing.
+        """
+        path = Path(path)
+        info = inspect_model(path)
+        model_card = cls._find_card(path, info, card)
+        backend_name = options.backend
+        if backend_name == "auto":
+            backend_name = "edgetpu" if info.is_edgetpu else "cpu"
+        if info.is_edgetpu and backend_name != "edgetpu":
+            raise ModelError(cls._edgetpu_message(path, f"backend {backend_name!r} was asked for"))
+        if backend_name == "edgetpu":
+            reason = BACKENDS["edgetpu"].is_available()
+            if reason:
+                if info.is_edgetpu:
+                    raise ModelError(cls._edgetpu_message(path, reason))
+                from .errors import EnvironmentMissing
+
+                raise EnvironmentMissing(f"Edge TPU backend unavailable: {reason}")
+            backend = BACKENDS["edgetpu"](path, options.threads, options.device)
+        else:
+            backend = BACKENDS[backend_name](path, options.threads)
+        return cls(path, info, model_card, backend, options)
+
+    @staticmethod
+    def _edgetpu_message(path: Path, reason: str) -> str:
+        cpu = cpu_build_for(path)
+        hint = f"run the CPU build {cpu} instead" if cpu else "run the CPU build of the model (the file without _edgetpu)"
+        return (f"{path} is compiled for the Edge TPU (edgetpu-custom-op) and needs the TPU and libedgetpu.so.1 "
+                f"({reason}); {hint}")
+
+    @staticmethod
+    def _find_card(path: Path, info: ModelFileInfo, card) -> ModelCard:
+        if isinstance(card, ModelCard):
+            return card
+        if card is not None:
+            return read_card_file(card)
+        embedded = info.card()
+        if embedded is not None:
+            return parse_card(embedded, f"{path} (embedded card)")
+        side = sibling_card(path)
+        if side is not None:
+            return read_card_file(side)
+        raise ModelError(
+            f"{path}: no model card (neither embedded nor {path.stem}.card.json beside it); models converted by "
+            "`ocrnet-edge convert` carry one, for other models write one and pass --card FILE"
+        )
+
+    def _bind(self) -> None:
+        b = self.backend
+        index = {}
+        for name, spec in self.card.outputs.items():
+            if spec.tensor is not None:
+                if spec.tensor not in b.tensor_index:
+                    raise ModelError(
+                        f"{self.path}: the card binds {name!r} to tensor {spec.tensor!r}, which the model lacks")
+                index[spec.role] = b.tensor_index[spec.tensor]
+            else:
+                if name not in b.signature_outputs:
+                    have = sorted(b.signature_outputs) or "no signature"
+                    raise ModelError(f"{self.path}: output {name!r} of the card is not in the model's signature ({have})")
+                index[spec.role] = b.signature_outputs[name]
+        b.bind(index)
+        self.quants = {role: b.output_quant(role) for role in index}
+
+    @property
+    def input_size(self) -> int:
+        """Model input side in pixels."""
+        return self.card.input_size
+
+    def process(self, frame: np.ndarray) -> FrameResult:
+        """Run one (H, W, 3) uint8 frame through preprocess, invoke and decode.
+
+        Returns:
+            The frame's result, with ``times_ms`` for ``preprocess``, ``invoke`` and ``decode``.
+        """
+        t0 = time.perf_counter()
+        view = self.backend.input_view()
+        transform = preprocess_into(frame, view, self.card.resize, self.options.frame_order, self.card.colour_order)
+        del view
+        t1 = time.perf_counter()
+        outputs = self.backend.invoke()
+        t2 = time.perf_counter()
+        result = self.decode(outputs, transform)
+        t3 = time.perf_counter()
+        times = {"preprocess": (t1 - t0) * 1e3, "invoke": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
+        return FrameResult(result.detections, result.semantic, transform, times, result._seg_logits,
+                           result._seg_quant, result._seg_stride, result._seg_is_labels)
+
+    def invoke_raw(self, frame: np.ndarray) -> tuple[dict[str, np.ndarray], object]:
+        """Preprocess and invoke only: copies of the raw outputs (by role) and the transform."""
+        view = self.backend.input_view()
+        transform = preprocess_into(frame, view, self.card.resize, self.options.frame_order, self.card.colour_order)
+        del view
+        return {k: np.array(v) for k, v in self.backend.invoke().items()}, transform
+
+    def decode(self, outputs: dict[str, np.ndarray], transform) -> FrameResult:
+        """Decode raw outputs (keyed by role) with this model's card."""
+        return decode_outputs(
+            outputs, transform, self.card.class_names or contract.THING_CLASSES, self.decode_options, self.quants,
+            self.card.strides, self.card.seg_stride,
+        )
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

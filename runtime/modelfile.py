@@ -1,0 +1,268 @@
+"""Reading ``.tflite`` files without running them: validation, op list, tensors, the model card.
+
+A model file is walked completely in Python (the TFLite flatbuffer schema that LiteRT ships)
+before any interpreter sees it, so random bytes, a truncated file or a malformed flatbuffer give a
+clear :class:`~runtime.errors.ModelError` instead of a crash inside native code.
+
+The model card (the contract that tells the runtime everything: output names and roles,
+quantization, strides, classes, input size, resize mode, colour order, hashes, versions) travels in
+the TFLite metadata table under :data:`CARD_METADATA_NAME`, and beside the file as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import EnvironmentMissing, InputError, ModelError
+
+CARD_METADATA_NAME = "ocrnet_edge.card"
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+
+TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
+              8: "complex64", 9: "int8", 10: "float64", 17: "uint16"}
+
+
+def schema():
+    """The TFLite flatbuffer schema module shipped with LiteRT."""
+    try:
+        from ai_edge_litert import schema_py_generated  # type: ignore
+    except ImportError:
+        raise EnvironmentMissing(
+            "reading .tflite files needs the TFLite schema that LiteRT ships: pip install ai-edge-litert"
+        ) from None
+    return schema_py_generated
+
+
+@lru_cache(maxsize=1)
+def _builtin_names() -> dict[int, str]:
+    ops = schema().BuiltinOperator
+    return {v: k for k, v in vars(ops).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor of the main subgraph.
+
+    Attributes:
+        index: Tensor index.
+        name: Tensor name.
+        shape: Static shape.
+        dtype: Type name (``int8``, ``uint8``, ``float32``...).
+        scale: Quantization scale, or None when unquantized.
+        zero_point: Quantization zero point (0 when unquantized).
+        is_variable: Whether the tensor is a variable.
+        buffer_bytes: Size of the constant data it holds (0 for activations).
+    """
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float | None
+    zero_point: int
+    is_variable: bool
+    buffer_bytes: int
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """An operator of the main subgraph, in execution order.
+
+    Attributes:
+        index: Position in execution order.
+        name: Builtin name (``CONV_2D``...) or the custom op's code.
+        inputs: Input tensor indices (-1 for an omitted optional input).
+        outputs: Output tensor indices.
+    """
+
+    index: int
+    name: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelFileInfo:
+    """What a ``.tflite`` file holds.
+
+    Attributes:
+        path: The file.
+        size_bytes: File size.
+        ops: Operators of the main subgraph in execution order.
+        tensors: Tensors of the main subgraph.
+        inputs: Input tensor indices.
+        outputs: Output tensor indices.
+        signatures: Signature key to ``{"inputs": {name: tensor}, "outputs": {name: tensor}}``.
+        metadata: Metadata name to its raw bytes.
+        subgraphs: Number of subgraphs.
+    """
+
+    path: Path
+    size_bytes: int
+    ops: tuple[OpInfo, ...]
+    tensors: tuple[TensorInfo, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    signatures: dict[str, dict[str, dict[str, int]]]
+    metadata: dict[str, bytes]
+    subgraphs: int
+
+    @property
+    def op_names(self) -> list[str]:
+        """Operator names in execution order."""
+        return [op.name for op in self.ops]
+
+    @property
+    def is_edgetpu(self) -> bool:
+        """Whether the file was compiled for the Edge TPU (holds its custom op)."""
+        return EDGETPU_CUSTOM_OP in self.op_names
+
+    @property
+    def parameter_bytes(self) -> int:
+        """Bytes of constant tensor data (weights, biases)."""
+        return sum(t.buffer_bytes for t in self.tensors)
+
+    def card(self) -> dict[str, Any] | None:
+        """The embedded model card, or None."""
+        raw = self.metadata.get(CARD_METADATA_NAME)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelError(f"{self.path}: the embedded model card is not valid JSON ({e})") from None
+
+
+def _read_bytes(path: Path) -> memoryview | bytes:
+    try:
+        with path.open("rb") as f:
+            if path.stat().st_size == 0:
+                return b""
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except FileNotFoundError:
+        raise InputError(f"{path}: model file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a model file") from None
+    except PermissionError:
+        raise InputError(f"{path}: model file cannot be read (permission denied)") from None
+
+
+def inspect_model(path: Path | str) -> ModelFileInfo:
+    """Validate and describe a ``.tflite`` file without running it.
+
+    Raises:
+        InputError: The file is missing or unreadable.
+        ModelError: The file is not a TFLite flatbuffer, or is truncated or malformed.
+    """
+    path = Path(path)
+    buf = _read_bytes(path)
+    size = len(buf)
+    if size < 8 or bytes(buf[4:8]) != b"TFL3":
+        raise ModelError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier); expected a .tflite file")
+    try:
+        return _walk(path, buf, size)
+    except ModelError:
+        raise
+    except Exception as e:  # the generated accessors raise IndexError, struct.error... on bad offsets
+        raise ModelError(f"{path}: truncated or malformed TFLite flatbuffer ({type(e).__name__}: {e})") from None
+
+
+def _check_range(offset: int, length: int, size: int, what: str) -> None:
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ModelError(f"{what} lies outside the file (offset {offset}, length {length}, file {size} bytes)")
+
+
+def _walk(path: Path, buf, size: int) -> ModelFileInfo:
+    s = schema()
+    model = s.Model.GetRootAs(buf, 0)
+    names = _builtin_names()
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        if code == s.BuiltinOperator.CUSTOM:
+            custom = oc.CustomCode()
+            codes.append(custom.decode("utf-8", "replace") if custom else "CUSTOM")
+        else:
+            codes.append(names.get(code, f"BUILTIN_{code}"))
+    n_buffers = model.BuffersLength()
+    buffer_sizes = []
+    for i in range(n_buffers):
+        b = model.Buffers(i)
+        if b.Offset() > 1:
+            _check_range(b.Offset(), b.Size(), size, f"buffer {i}")
+            buffer_sizes.append(int(b.Size()))
+        else:
+            n = b.DataLength()
+            if n:
+                start = b._tab.Vector(b._tab.Offset(4))
+                _check_range(start, n, size, f"buffer {i}")
+            buffer_sizes.append(n)
+    if model.SubgraphsLength() < 1:
+        raise ModelError(f"{path}: the model has no subgraph")
+    g = model.Subgraphs(0)
+    tensors = []
+    for i in range(g.TensorsLength()):
+        t = g.Tensors(i)
+        q = t.Quantization()
+        scale, zp = None, 0
+        if q is not None and q.ScaleLength() > 0:
+            scale = float(q.Scale(0))
+            zp = int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0
+        bi = t.Buffer()
+        if not 0 <= bi < max(n_buffers, 1):
+            raise ModelError(f"tensor {i} refers to buffer {bi} of {n_buffers}")
+        tensors.append(TensorInfo(
+            index=i, name=(t.Name() or b"").decode("utf-8", "replace"),
+            shape=tuple(int(d) for d in (t.ShapeAsNumpy() if t.ShapeLength() else ())),
+            dtype=TYPE_NAMES.get(t.Type(), f"type{t.Type()}"), scale=scale, zero_point=zp,
+            is_variable=bool(t.IsVariable()), buffer_bytes=buffer_sizes[bi] if bi < len(buffer_sizes) else 0,
+        ))
+    n_t = len(tensors)
+
+    def idx(values) -> tuple[int, ...]:
+        out = tuple(int(v) for v in values)
+        for v in out:
+            if not -1 <= v < n_t:
+                raise ModelError(f"tensor index {v} out of range ({n_t} tensors)")
+        return out
+
+    ops = []
+    for i in range(g.OperatorsLength()):
+        op = g.Operators(i)
+        ci = op.OpcodeIndex()
+        if not 0 <= ci < len(codes):
+            raise ModelError(f"operator {i} has opcode index {ci} of {len(codes)}")
+        ops.append(OpInfo(i, codes[ci], idx(op.InputsAsNumpy() if op.InputsLength() else ()),
+                          idx(op.OutputsAsNumpy() if op.OutputsLength() else ())))
+    signatures: dict[str, dict[str, dict[str, int]]] = {}
+    for i in range(model.SignatureDefsLength()):
+        sd = model.SignatureDefs(i)
+        key = (sd.SignatureKey() or b"").decode()
+        signatures[key] = {
+            "inputs": {sd.Inputs(j).Name().decode(): int(sd.Inputs(j).TensorIndex()) for j in range(sd.InputsLength())},
+            "outputs": {sd.Outputs(j).Name().decode(): int(sd.Outputs(j).TensorIndex())
+                        for j in range(sd.OutputsLength())},
+        }
+    metadata = {}
+    for i in range(model.MetadataLength()):
+        m = model.Metadata(i)
+        bi = m.Buffer()
+        if not 0 <= bi < n_buffers:
+            raise ModelError(f"metadata {i} refers to buffer {bi} of {n_buffers}")
+        b = model.Buffers(bi)
+        if b.Offset() > 1:
+            metadata[(m.Name() or b"").decode()] = bytes(buf[b.Offset(): b.Offset() + b.Size()])
+        else:
+            metadata[(m.Name() or b"").decode()] = b.DataAsNumpy().tobytes() if b.DataLength() else b""
+    return ModelFileInfo(
+        path=path, size_bytes=size, ops=tuple(ops), tensors=tuple(tensors),
+        inputs=idx(g.InputsAsNumpy() if g.InputsLength() else ()),
+        outputs=idx(g.OutputsAsNumpy() if g.OutputsLength() else ()),
+        signatures=signatures, metadata=metadata, subgraphs=model.SubgraphsLength(),
+    )
