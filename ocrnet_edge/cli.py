@@ -153,6 +153,45 @@ def cmd_check_edgetpu(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import json
+
+    from ocrnet_edge.runtime.boards import load_board
+    from ocrnet_edge.runtime.decode import DecodeOptions
+    from ocrnet_edge.runtime.engine import EngineOptions
+    from ocrnet_edge.runtime.errors import EXIT_INTERRUPTED
+    from ocrnet_edge.runtime.run import RunOptions, run
+
+    board = load_board(args.board)
+    backend = args.backend
+    if backend == "auto" and "edgetpu" in board.backends and not str(args.model).endswith("_edgetpu.tflite"):
+        backend = "cpu"  # a CPU build runs on the CPU even on a board whose profile prefers the TPU
+    decode = None
+    if args.score is not None or args.iou is not None or args.max_det is not None:
+        decode = DecodeOptions(score_threshold=args.score if args.score is not None else 0.3,
+                               iou_threshold=args.iou if args.iou is not None else 0.5,
+                               max_detections=args.max_det or 100)
+    engine = EngineOptions(backend=backend, threads=args.threads or board.threads, device=args.device, decode=decode)
+    opts = RunOptions(
+        source=args.source or board.camera, board=board, engine=engine, realtime=args.realtime, save=args.save,
+        json_out=args.json_out, save_semantic=args.save_semantic, show=args.show, serve=args.serve,
+        serve_token=args.serve_token, semantic_overlay=not args.no_semantic_overlay, max_frames=args.max_frames,
+        status=not args.quiet,
+    )
+    summary = run(args.model, opts, args.card)
+    print(summary.line(), file=sys.stderr)
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ocrnet_edge.runtime.doctor import report
+
+    print(report(args.board))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocrnet-edge", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -202,6 +241,35 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("model", type=Path, help="a .tflite file")
     k.add_argument("--json", action="store_true", help="print the report as JSON")
     k.set_defaults(func=cmd_check_edgetpu)
+
+    r = sub.add_parser("run", help="run a converted model on a camera, stream, video, images or synthetic scenes")
+    r.add_argument("model", type=Path, help="a converted .tflite (its card embedded, beside it, or --card)")
+    r.add_argument("--source", help="video/image file, folder, /dev/videoN, rtsp://, http(s)://, csi://N, "
+                   "picam://N, synthetic://, or a GStreamer pipeline (default: the board's camera)")
+    r.add_argument("--board", default="auto", help="board profile name or YAML file (default: auto-detect)")
+    r.add_argument("--backend", default="auto", choices=["auto", "cpu", "edgetpu"])
+    r.add_argument("--device", help="Edge TPU device: usb, usb:N, pci, pci:N")
+    r.add_argument("--threads", type=int, help="interpreter threads (default: the board's)")
+    r.add_argument("--card", type=Path, help="model card for a .tflite without one")
+    r.add_argument("--save", type=Path, help="annotated video (.avi, .mp4, .webm, .mkv)")
+    r.add_argument("--json-out", help="JSON lines per frame to this file, or - for stdout")
+    r.add_argument("--save-semantic", type=Path, help="folder for uint8 PNG label maps at the source's resolution")
+    r.add_argument("--show", action="store_true", help="show a window (needs a display)")
+    r.add_argument("--serve", help="live viewer on HOST:PORT (127.0.0.1 unless told otherwise)")
+    r.add_argument("--serve-token", help="token the viewer requires (mandatory beyond localhost)")
+    r.add_argument("--no-semantic-overlay", action="store_true", help="annotate without the semantic overlay")
+    r.add_argument("--realtime", action="store_true", help="pace a file source like a camera")
+    r.add_argument("--max-frames", type=int, help="stop after N frames")
+    r.add_argument("--score", type=float, help="score threshold (default: the card's)")
+    r.add_argument("--iou", type=float, help="NMS IoU threshold (default: the card's)")
+    r.add_argument("--max-det", type=int, help="most detections per frame (default: the card's)")
+    r.add_argument("--summary", type=Path, help="write the run's summary as JSON here")
+    r.add_argument("--quiet", action="store_true", help="no live status line")
+    r.set_defaults(func=cmd_run)
+
+    dr = sub.add_parser("doctor", help="what this machine offers: board, backends, runtimes, cameras")
+    dr.add_argument("--board", default="auto", help="board to report on (default: auto-detect)")
+    dr.set_defaults(func=cmd_doctor)
 
     e = sub.add_parser("eval", help="box/mask AP, mIoU, P@R50 and R@P50 on a COCO dataset (workstation)")
     e.add_argument("model", type=Path, help="model.keras or a converted .tflite")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -13,42 +12,12 @@ import pytest
 from ocrnet_edge.cli import main
 from ocrnet_edge.convert import calibration, checks, edgetpu
 from ocrnet_edge.convert.pipeline import ConvertOptions, convert_model
-from ocrnet_edge.model.config import ModelConfig
 from ocrnet_edge.model.io import save_model
-from ocrnet_edge.model.network import build_ocrnet
 from ocrnet_edge.runtime import contract, errors
 from ocrnet_edge.runtime.engine import Engine
 from ocrnet_edge.runtime.modelfile import inspect_model
 
-from .conftest import SMALL
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = ModelConfig(input_size=SMALL, width=0.5, neck_channels=32, head_channels=32, num_protos=8, ocr_channels=16)
-CALIB_IMAGES = 24
-
-
-@pytest.fixture(scope="session")
-def calib_dir(tmp_path_factory):
-    """A small calibration folder: photos and scenes from the repository's calibration_data."""
-    d = tmp_path_factory.mktemp("calib")
-    files = sorted((REPO / "calibration_data").glob("*.jpg"))
-    for f in files[:8] + files[-(CALIB_IMAGES - 8):]:
-        shutil.copy(f, d / f.name)
-    return d
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    save_model(build_ocrnet(TINY), TINY, path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def converted(tiny_model, calib_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("converted")
-    opts = ConvertOptions(calib=calib_dir, min_calib=10, heldout_images=6, name="tiny", progress=False)
-    return convert_model(tiny_model, out, opts)
+from .conftest import REPO, SMALL, TINY
 
 
 def test_outputs_are_written_and_complete(converted):

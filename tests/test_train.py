@@ -7,25 +7,24 @@ import json
 
 import pytest
 
-from ocrnet_edge.model.config import ModelConfig, TrainConfig
+from ocrnet_edge.model.config import TrainConfig
 from ocrnet_edge.model.io import load_model
 from ocrnet_edge.model.train import train
 from ocrnet_edge.runtime.errors import InputError
 
-from .conftest import SMALL
+from .conftest import SMALL, TINY
 
-TINY = ModelConfig(input_size=SMALL, width=0.5, neck_channels=32, head_channels=32, num_protos=8, ocr_channels=16)
 LOSS_DROP = 0.5
 """A handful of scenes must lose at least half of the first epoch's loss."""
 
 
 @pytest.mark.slow
 def test_tiny_run_overfits_and_resumes(small_dataset, tmp_path):
-    cfg = TrainConfig(epochs=25, batch_size=4, learning_rate=5e-3, val_images=0, model=TINY)
+    cfg = TrainConfig(epochs=40, batch_size=4, learning_rate=5e-3, val_images=0, model=TINY)
     out = tmp_path / "run"
     model_path = train(small_dataset, out, cfg, verbose=0)
     rows = list(csv.DictReader((out / "history.csv").open()))
-    assert len(rows) == 25
+    assert len(rows) == 40
     first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
     assert last < LOSS_DROP * first, (first, last)
     for term in ("cls", "box", "sem", "aux", "mask"):
@@ -35,10 +34,10 @@ def test_tiny_run_overfits_and_resumes(small_dataset, tmp_path):
     assert net.input_shape[1:] == (SMALL, SMALL, 3)
 
     # Resume: asking for more epochs continues after the last finished one.
-    more = TrainConfig(epochs=26, batch_size=4, learning_rate=5e-3, val_images=0, model=TINY)
+    more = TrainConfig(epochs=41, batch_size=4, learning_rate=5e-3, val_images=0, model=TINY)
     train(small_dataset, out, more, verbose=0)
     rows = list(csv.DictReader((out / "history.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == list(range(1, 27))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 42))
 
 
 def test_resume_refuses_other_architecture(small_dataset, tmp_path):

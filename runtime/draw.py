@@ -1,0 +1,49 @@
+"""Annotated frames: boxes, labels and scores, instance masks, an optional semantic overlay."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .results import FrameResult
+
+PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+                    [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+                    [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128]], np.uint8)
+"""RGB colours by class id (semantic ids; thing ``k`` uses ``k + 1``)."""
+
+
+def colour(class_id: int) -> tuple[int, int, int]:
+    """RGB colour of a semantic class id."""
+    c = PALETTE[class_id % len(PALETTE)]
+    return int(c[0]), int(c[1]), int(c[2])
+
+
+def annotate(frame: np.ndarray, result: FrameResult, semantic: bool = True, masks: bool = True,
+             out: np.ndarray | None = None) -> np.ndarray:
+    """Draw ``result`` over ``frame`` (RGB); returns the annotated RGB image (``out`` if given)."""
+    if out is None:
+        img = frame.copy()
+    else:
+        np.copyto(out, frame)
+        img = out
+    if semantic and result.semantic is not None:
+        sem = result.semantic_frame()
+        fg = sem > 0
+        if fg.any():
+            img[fg] = (img[fg] * 0.55 + PALETTE[sem[fg] % len(PALETTE)] * 0.45).astype(np.uint8)
+    for d in result.detections:
+        c = colour(d.category + 1)
+        if masks and d.has_mask:
+            m = d.mask()
+            if m is not None and m.any():
+                img[m] = (img[m] * 0.5 + np.array(c) * 0.5).astype(np.uint8)
+        x0, y0, x1, y1 = (int(round(v)) for v in d.box)
+        cv2.rectangle(img, (x0, y0), (x1, y1), c, 2)
+        text = f"{d.label} {d.score:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        ty = max(y0, th + base + 1)
+        cv2.rectangle(img, (x0, ty - th - base - 1), (x0 + tw + 2, ty), c, -1)
+        cv2.putText(img, text, (x0 + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return img

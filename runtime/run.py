@@ -1,0 +1,224 @@
+"""``ocrnet-edge run``: source -> preprocess -> invoke -> decode -> sinks, with a live status line.
+
+SIGINT and SIGTERM stop the loop between frames; sinks are then closed normally (the video is
+finalized, the JSON flushed) and the run reports :data:`~runtime.errors.EXIT_INTERRUPTED`.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .boards import Board
+from .card import ModelCard
+from .draw import annotate
+from .engine import Engine, EngineOptions
+from .errors import OcrnetError
+from .memory import MemoryFigures, peak_rss_mb, rss_mb
+from .sinks import JsonLinesSink, SemanticSink, VideoSink, WindowSink, frame_record
+from .sources import open_source
+
+STAGES = ("capture", "preprocess", "invoke", "decode", "sinks", "total")
+
+
+class MemoryBudgetError(OcrnetError):
+    """The model and its buffers do not fit the board's memory budget."""
+
+    exit_code = 6
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """A run.
+
+    Attributes:
+        source: Source string (see :mod:`runtime.sources`).
+        board: Board profile (threads, memory budget, camera size).
+        engine: Backend, threads, device and thresholds.
+        realtime: Pace file sources like a camera.
+        save: Annotated video path.
+        json_out: JSON lines path, or ``-`` for stdout.
+        save_semantic: Folder for uint8 label maps per frame.
+        show: Open a window.
+        serve: ``HOST:PORT`` of the live viewer.
+        serve_token: Token the viewer requires (needed when binding beyond localhost).
+        semantic_overlay: Draw the semantic map on annotated frames.
+        max_frames: Stop after this many frames.
+        status: Print a live status line (on a terminal).
+    """
+
+    source: str
+    board: Board
+    engine: EngineOptions = EngineOptions()
+    realtime: bool = False
+    save: Path | None = None
+    json_out: str | None = None
+    save_semantic: Path | None = None
+    show: bool = False
+    serve: str | None = None
+    serve_token: str | None = None
+    semantic_overlay: bool = True
+    max_frames: int | None = None
+    status: bool = True
+
+
+@dataclass
+class RunSummary:
+    """What a run did and measured."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    dropped: int = 0
+    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    faults: dict[str, int] = field(default_factory=dict)
+    memory: MemoryFigures | None = None
+    interrupted: bool = False
+    source: str = ""
+    backend: str = ""
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def medians(self) -> dict[str, float]:
+        return {k: float(np.median(v)) for k, v in self.stage_ms.items() if v}
+
+    def line(self) -> str:
+        med = self.medians()
+        stages = " ".join(f"{k} {med[k]:.1f}" for k in ("preprocess", "invoke", "decode", "sinks") if k in med)
+        mem = f"; peak RSS {self.memory.peak:.0f}/{self.memory.budget:.0f} MB" if self.memory else ""
+        faults = "".join(f", {k} {v}" for k, v in self.faults.items() if v)
+        return (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps); median ms: {stages}; "
+                f"dropped {self.dropped}{faults}{mem}" + ("; interrupted" if self.interrupted else ""))
+
+    def as_dict(self) -> dict:
+        return {"frames": self.frames, "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
+                "dropped": self.dropped, "median_ms": {k: round(v, 3) for k, v in self.medians().items()},
+                "faults": self.faults, "memory_mb": self.memory.as_dict() if self.memory else None,
+                "interrupted": self.interrupted, "source": self.source, "backend": self.backend}
+
+
+class _Stop:
+    """Turns SIGINT/SIGTERM into a flag checked between frames."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, lambda *_: self.event.set())
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def check_budget(engine: Engine, board: Board, after_import: float) -> MemoryFigures:
+    """Run one frame and compare the process's memory with the board's budget.
+
+    Raises:
+        MemoryBudgetError: One line with the figures and the smaller input size to use.
+    """
+    after_load = rss_mb()
+    size = engine.input_size
+    engine.process(np.zeros((size, size, 3), np.uint8))  # XNNPACK packs weights on the first invoke
+    figures = MemoryFigures(after_import, after_load, rss_mb(), peak_rss_mb(), float(board.memory_budget_mb))
+    if figures.peak > board.memory_budget_mb:
+        smaller = [s for s in board.sizes if s < size]
+        hint = f"convert at --size {max(smaller)}" if smaller else "use a smaller model (lower --width when training)"
+        raise MemoryBudgetError(
+            f"the model needs {figures.peak:.0f} MB (after import {after_import:.0f}, after loading "
+            f"{after_load:.0f}) but board {board.name} allows {board.memory_budget_mb} MB; {hint}"
+        )
+    return figures
+
+
+def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, out=sys.stderr) -> RunSummary:
+    """Run a model on a source until it ends, ``max_frames`` is reached or a signal arrives."""
+    after_import = rss_mb()
+    engine = Engine.open(model, card, options.engine)
+    summary = RunSummary(source=options.source, backend=engine.backend.name)
+    sinks: list = []
+    source = None
+    try:
+        summary.memory = check_budget(engine, options.board, after_import)
+        b = options.board
+        source = open_source(options.source, options.realtime, (b.camera_width, b.camera_height), b.camera_fps)
+        json_sink = JsonLinesSink(options.json_out) if options.json_out else None
+        video = VideoSink(options.save, getattr(source, "fps", b.camera_fps), options.semantic_overlay) \
+            if options.save else None
+        sem_sink = SemanticSink(options.save_semantic) if options.save_semantic else None
+        window = WindowSink() if options.show else None
+        viewer = None
+        if options.serve:
+            from .viewer import Viewer
+
+            viewer = Viewer.start(options.serve, options.serve_token, budget_mb=b.memory_budget_mb)
+        sinks = [s for s in (json_sink, video, sem_sink, window, viewer) if s is not None]
+        classes = engine.card.semantic_classes
+        tty = options.status and out.isatty()
+        start = time.perf_counter()
+        last_status = 0.0
+        with _Stop() as stop:
+            it = iter(source)
+            i = 0
+            while not stop.event.is_set():
+                t0 = time.perf_counter()
+                frame = next(it, None)
+                if frame is None:
+                    break
+                t1 = time.perf_counter()
+                result = engine.process(frame.image)
+                t2 = time.perf_counter()
+                times = {"capture": (t1 - t0) * 1e3, **result.times_ms}
+                annotated = None
+                if video or window or viewer:
+                    annotated = annotate(frame.image, result, semantic=options.semantic_overlay)
+                if video:
+                    video.write(frame, result, annotated)
+                if sem_sink:
+                    sem_sink.write(i, frame, result)
+                if window and not window.write(annotated):
+                    break
+                t3 = time.perf_counter()
+                times["sinks"] = (t3 - t2) * 1e3
+                times["total"] = (t3 - t0) * 1e3
+                if json_sink:
+                    json_sink.write(frame_record(i, t3 - start, frame, result, times, classes))
+                if viewer:
+                    viewer.publish(annotated, times, summary, result)
+                for k, v in times.items():
+                    summary.stage_ms[k].append(v)
+                summary.frames = i = i + 1
+                summary.dropped = source.dropped
+                if tty and t3 - last_status > 0.5:
+                    summary.seconds = t3 - start
+                    out.write("\r" + summary.line()[:160].ljust(160))
+                    out.flush()
+                    last_status = t3
+                if options.max_frames and i >= options.max_frames:
+                    break
+            summary.interrupted = stop.event.is_set()
+        summary.seconds = time.perf_counter() - start
+        summary.faults = source.faults
+        if summary.memory:
+            summary.memory = MemoryFigures(summary.memory.after_import, summary.memory.after_load,
+                                           summary.memory.after_allocate, peak_rss_mb(), summary.memory.budget)
+        if tty:
+            out.write("\n")
+    finally:
+        for s in sinks:
+            s.close()
+        if source is not None:
+            source.close()
+        engine.close()
+    return summary

@@ -1,0 +1,151 @@
+"""The device runtime: model validation, cards, backends, Edge TPU refusals, memory, decoding speed path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ocrnet_edge.cli import main
+from ocrnet_edge.runtime import errors
+from ocrnet_edge.runtime.boards import load_board
+from ocrnet_edge.runtime.card import parse_card
+from ocrnet_edge.runtime.engine import Engine, EngineOptions
+from ocrnet_edge.runtime.modelfile import inspect_model
+from ocrnet_edge.runtime.run import MemoryBudgetError, check_budget
+
+from .conftest import PEERS, SMALL
+
+
+def test_random_bytes_truncated_and_empty_files_are_refused(converted, tmp_path):
+    rnd = tmp_path / "random.tflite"
+    rnd.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(errors.ModelError, match="not a TFLite model"):
+        inspect_model(rnd)
+    data = converted.int8.read_bytes()
+    for cut in (16, 200, len(data) // 3, len(data) - 100):
+        trunc = tmp_path / f"trunc{cut}.tflite"
+        trunc.write_bytes(data[:cut])
+        with pytest.raises(errors.ModelError, match="truncated or malformed|outside the file|out of range|refers to"):
+            Engine.open(trunc)
+    empty = tmp_path / "empty.tflite"
+    empty.write_bytes(b"")
+    with pytest.raises(errors.ModelError, match="not a TFLite model"):
+        inspect_model(empty)
+    with pytest.raises(errors.InputError, match="model file not found"):
+        inspect_model(tmp_path / "missing.tflite")
+
+
+def test_mutated_flatbuffers_never_crash_the_process(converted, tmp_path):
+    data = bytearray(converted.int8.read_bytes())
+    rng = np.random.default_rng(1)
+    for i in range(40):
+        mutated = bytearray(data)
+        for pos in rng.integers(8, 2048, 8):
+            mutated[pos] = rng.integers(0, 256)
+        p = tmp_path / f"m{i}.tflite"
+        p.write_bytes(bytes(mutated))
+        try:
+            with Engine.open(p) as engine:
+                engine.process(np.zeros((32, 32, 3), np.uint8))
+        except errors.OcrnetError:
+            pass  # a clear refusal is fine; a crash would end the test process
+
+
+def test_model_without_card_is_refused_unless_given(converted, tmp_path):
+    bare = tmp_path / "bare.tflite"
+    shutil.copy(converted.float32, bare)  # the float build carries no card
+    with pytest.raises(errors.ModelError, match="no model card.*--card FILE"):
+        Engine.open(bare)
+    with Engine.open(bare, card=converted.card) as engine:
+        res = engine.process(np.zeros((SMALL, SMALL, 3), np.uint8))
+    assert res.semantic.shape == (SMALL // 4, SMALL // 4)
+
+
+def test_card_beside_the_file_is_found(converted, tmp_path):
+    shutil.copy(converted.float32, tmp_path / "tiny_float32.tflite")
+    shutil.copy(converted.card, tmp_path / "tiny.card.json")
+    with Engine.open(tmp_path / "tiny_float32.tflite") as engine:
+        assert engine.card.name == "tiny"
+
+
+def test_int8_and_float_builds_agree(converted):
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 255, (96, 160, 3), np.uint8)
+    with Engine.open(converted.int8) as q, Engine.open(converted.float32, card=converted.card) as f:
+        rq, tq = q.invoke_raw(frame)
+        rf, _ = f.invoke_raw(frame)
+        for name in rq:
+            a, b = q.quants[name].dequantize(rq[name]), rf[name]
+            if np.abs(b).max() < 1e-3:  # an untrained head can be all but zero (dead ReLUs)
+                continue
+            cos = float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+            assert cos > 0.98, name
+    assert tq.frame_w == 160
+
+
+@pytest.mark.skipif(not (PEERS / "deeplabv3_mnv2_pascal_quant_edgetpu.tflite").exists(), reason="no ../shared/peers")
+def test_edgetpu_build_without_tpu_names_the_cpu_build(tmp_path):
+    src = PEERS / "deeplabv3_mnv2_pascal_quant_edgetpu.tflite"
+    shutil.copy(src, tmp_path / src.name)
+    shutil.copy(PEERS / "deeplabv3_mnv2_pascal_quant.tflite", tmp_path / "deeplabv3_mnv2_pascal_quant.tflite")
+    card = tmp_path / "c.json"
+    card.write_text(json.dumps(DEEPLAB_CARD))
+    with pytest.raises(errors.ModelError, match=r"compiled for the Edge TPU.*run the CPU build .*deeplabv3_mnv2_pascal_quant\.tflite"):
+        Engine.open(tmp_path / src.name, card=card, options=EngineOptions(backend="cpu"))
+    with pytest.raises(errors.ModelError, match="needs the TPU"):
+        Engine.open(tmp_path / src.name, card=card)
+
+
+@pytest.mark.skipif(not (PEERS / "invalid_model_invoking_error.tflite").exists(), reason="no ../shared/peers")
+def test_model_failing_at_invoke_is_refused_clearly():
+    card = {"format": "ocrnet-edge-card/1", "input": {"size": 16}, "outputs": {"x": {"role": "seg_labels", "tensor": ""}}}
+    with pytest.raises(errors.ModelError):
+        Engine.open(PEERS / "invalid_model_invoking_error.tflite", card=parse_card(card))
+
+
+DEEPLAB_CARD = {
+    "format": "ocrnet-edge-card/1", "name": "deeplabv3_mnv2_pascal",
+    "input": {"size": 513, "resize": "stretch", "colour_order": "rgb"},
+    "outputs": {"labels": {"role": "seg_labels", "tensor": "ArgMax"}},
+    "semantic_classes": ["background"] + [f"c{i}" for i in range(1, 21)],
+}
+
+
+@pytest.mark.skipif(not (PEERS / "bird_segmentation.bmp").exists(), reason="no ../shared/peers")
+@pytest.mark.parametrize("model, minimum", [("deeplabv3_mnv2_pascal_quant.tflite", 0.90),
+                                            ("deeplabv3_mnv2_dm05_pascal_quant.tflite", 0.90)])
+def test_coral_deeplab_agrees_with_reference_label_map(model, minimum, tmp_path):
+    import cv2
+
+    card = tmp_path / "deeplab.card.json"
+    card.write_text(json.dumps(DEEPLAB_CARD))
+    out = tmp_path / "sem"
+    rc = main(["run", str(PEERS / model), "--card", str(card), "--source", str(PEERS / "bird_segmentation.bmp"),
+               "--save-semantic", str(out), "--board", "host", "--quiet"])
+    assert rc == 0
+    ours = cv2.imread(str(out / "bird_segmentation.png"), cv2.IMREAD_UNCHANGED)
+    ref = cv2.imread(str(PEERS / "bird_segmentation_mask.bmp"), cv2.IMREAD_UNCHANGED)
+    ref = ref if ref.ndim == 2 else ref[..., 0]
+    photo = cv2.imread(str(PEERS / "bird_segmentation.bmp"))
+    assert ours.shape == photo.shape[:2] and ours.dtype == np.uint8
+    ref = cv2.resize(ref, (ours.shape[1], ours.shape[0]), interpolation=cv2.INTER_NEAREST)
+    same = int((ours == ref).sum())
+    agreement = same / (ours.size + ref.size - same)  # pycocotools' segment_test measure
+    assert agreement > minimum, agreement
+
+
+def test_memory_budget_refusal_names_figures_and_smaller_size(converted, tmp_path):
+    board_file = tmp_path / "tight.yaml"
+    text = (load_board("host").__dict__ | {"memory_budget_mb": 1, "name": None})
+    lines = []
+    for k, v in text.items():
+        if k == "name":
+            continue
+        lines.append(f"{k}: {list(v) if isinstance(v, tuple) else json.dumps(v)}")
+    board_file.write_text("\n".join(lines) + "\n")
+    board = load_board(board_file)
+    with Engine.open(converted.int8) as engine, pytest.raises(MemoryBudgetError, match=r"needs \d+ MB .* allows 1 MB"):
+        check_budget(engine, board, 1.0)
