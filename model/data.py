@@ -222,3 +222,29 @@ def write_scenes(out: Path | str, count: int, seed: int, size: int = 320, progre
     (tmp / ANNOTATIONS).write_text(json.dumps(coco))
     tmp.rename(out)
     return out
+
+
+def write_clip(out: Path | str, frames: int = 90, seed: int = 777, size: tuple[int, int] = (640, 480),
+               fps: float = 30.0) -> Path:
+    """A short camera-like clip: a window panning across one large procedural scene (MPEG-4, ``.mp4``).
+
+    Objects keep their identity from frame to frame (the camera moves, not the world), so the clip
+    shows tracking-like behaviour that independent scenes would not.
+    """
+    out = Path(out)
+    w, h = size
+    world = draw_scene(seed, SceneOptions(width=int(w * 1.6), height=int(h * 1.4), min_objects=8, max_objects=14,
+                                          max_size_frac=0.3))
+    tmp = out.with_name(out.stem + ".partial" + out.suffix)
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise OutputError(f"{out}: OpenCV cannot write MPEG-4 here")
+    wh, ww = world.image.shape[:2]
+    for i in range(frames):
+        t = i / max(1, frames - 1)
+        x = int((ww - w) * t)
+        y = int((wh - h) * (0.5 - 0.5 * np.cos(np.pi * t)))
+        writer.write(cv2.cvtColor(np.ascontiguousarray(world.image[y : y + h, x : x + w]), cv2.COLOR_RGB2BGR))
+    writer.release()
+    tmp.replace(out)
+    return out

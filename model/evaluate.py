@@ -17,7 +17,8 @@ from faster_coco_eval import COCO, COCOeval_faster
 from tqdm import tqdm
 
 from ocrnet_edge.runtime.contract import SEG_STRIDE
-from ocrnet_edge.runtime.decode import DecodeOptions, Quant, decode_outputs
+from ocrnet_edge.runtime.decode import DecodeOptions, Quant
+from ocrnet_edge.runtime.decode.frame import decode_outputs
 from ocrnet_edge.runtime.preprocess import preprocess_into
 from ocrnet_edge.runtime.results import FrameResult
 

@@ -17,7 +17,8 @@ from . import contract
 from .backends import BACKENDS
 from .backends.cpu import CpuBackend
 from .card import ModelCard, parse_card, read_card_file
-from .decode import DecodeOptions, decode_outputs
+from .decode import DecodeOptions
+from .decode.frame import decode_outputs
 from .errors import InputError, ModelError
 from .modelfile import ModelFileInfo, inspect_model
 from .preprocess import preprocess_into

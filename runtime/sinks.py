@@ -112,7 +112,8 @@ class VideoSink:
         self.path = Path(path)
         ext = self.path.suffix.lower()
         if ext not in FOURCC:
-            raise InputError(f"{self.path}: video sinks write {', '.join(sorted(FOURCC))} (the OpenCV wheel has no H.264 encoder)")
+            raise InputError(f"{self.path}: video sinks write {', '.join(sorted(FOURCC))} "
+                             "(the OpenCV wheel has no H.264 encoder)")
         self.tmp = self.path.with_name(self.path.stem + ".partial" + ext)
         self.fourcc = cv2.VideoWriter_fourcc(*FOURCC[ext])
         self.fps = fps if fps and fps > 0 else 30.0

@@ -176,7 +176,7 @@ class Viewer:
             seen = -1
             while not self._closed:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._seq != seen or self._closed, timeout=1.0)
+                    self._cond.wait_for(lambda last=seen: self._seq != last or self._closed, timeout=1.0)
                     if self._closed:
                         break
                     if self._seq == seen or self._jpeg is None:

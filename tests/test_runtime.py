@@ -93,7 +93,8 @@ def test_edgetpu_build_without_tpu_names_the_cpu_build(tmp_path):
     shutil.copy(PEERS / "deeplabv3_mnv2_pascal_quant.tflite", tmp_path / "deeplabv3_mnv2_pascal_quant.tflite")
     card = tmp_path / "c.json"
     card.write_text(json.dumps(DEEPLAB_CARD))
-    with pytest.raises(errors.ModelError, match=r"compiled for the Edge TPU.*run the CPU build .*deeplabv3_mnv2_pascal_quant\.tflite"):
+    expected = r"compiled for the Edge TPU.*run the CPU build .*deeplabv3_mnv2_pascal_quant\.tflite"
+    with pytest.raises(errors.ModelError, match=expected):
         Engine.open(tmp_path / src.name, card=card, options=EngineOptions(backend="cpu"))
     with pytest.raises(errors.ModelError, match="needs the TPU"):
         Engine.open(tmp_path / src.name, card=card)

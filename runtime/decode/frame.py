@@ -1,0 +1,91 @@
+"""Decoding of the fused model's outputs into a :class:`~runtime.results.FrameResult`.
+
+:func:`decode_outputs` joins the per-task decoders.
+The evaluator of the workstation side calls this same function, so evaluating a ``.tflite``
+measures exactly what the device runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import contract
+from ..preprocess import Transform
+from ..results import Detection, FrameResult
+from .detect import FLOAT, DecodeOptions, Quant, decode_detections
+from .instance import assemble_masks
+from .semantic import semantic_argmax
+
+SEG_LABELS = "seg_labels"
+"""Role of a class-id map computed inside the graph."""
+
+
+def decode_outputs(
+    outputs: Mapping[str, np.ndarray],
+    transform: Transform,
+    class_names: tuple[str, ...] = contract.THING_CLASSES,
+    options: DecodeOptions = DecodeOptions(),
+    quants: Mapping[str, Quant] | None = None,
+    strides: tuple[int, ...] = contract.DEFAULT_STRIDES,
+    seg_stride: float = contract.SEG_STRIDE,
+    copy: bool = True,
+) -> FrameResult:
+    """Decode whatever heads the outputs hold.
+
+    Args:
+        outputs: Output name to array (batch of 1), raw quantized or float.
+        transform: Input-to-frame transform of the frame.
+        class_names: Thing classes in id order.
+        options: Detection thresholds and caps.
+        quants: Output name to its quantization; missing names are float.
+        strides: Detection strides.
+        seg_stride: Stride of the semantic logits and mask prototypes.
+        copy: Copy the semantic logits kept for on-demand resampling (the interpreter reuses its
+            output buffers on the next invoke).
+
+    Returns:
+        The frame's result; maps at frame resolution are computed only when asked for.
+    """
+    q = dict(quants or {})
+    size = transform.input_size
+    dets: tuple[Detection, ...] = ()
+    if contract.DET_SCORES in outputs:
+        raw = decode_detections(
+            outputs[contract.DET_SCORES], outputs[contract.DET_BOXES], size, options,
+            q.get(contract.DET_SCORES, FLOAT), q.get(contract.DET_BOXES, FLOAT), strides,
+        )
+        masks = None
+        if contract.DET_COEFFS in outputs and contract.MASK_PROTOS in outputs:
+            masks = assemble_masks(
+                outputs[contract.DET_COEFFS], outputs[contract.MASK_PROTOS], raw.locations, seg_stride,
+                q.get(contract.DET_COEFFS, FLOAT), q.get(contract.MASK_PROTOS, FLOAT),
+            )
+        frame_boxes = transform.boxes_to_frame(raw.boxes)
+        dets = tuple(
+            Detection(
+                category=int(c), label=class_names[int(c)], score=float(s), box=tuple(float(v) for v in b),
+                _mask_logits=None if masks is None else masks[i], _transform=transform, _stride=seg_stride,
+            )
+            for i, (c, s, b) in enumerate(zip(raw.classes, raw.scores, frame_boxes))
+        )
+    semantic = logits = None
+    is_labels = False
+    map_stride: float = seg_stride
+    if contract.SEG_LOGITS in outputs:
+        logits = outputs[contract.SEG_LOGITS]
+        semantic = semantic_argmax(logits)
+        if copy:
+            logits = np.array(logits)
+    elif SEG_LABELS in outputs:  # argmax inside the graph (models from elsewhere, e.g. DeepLab)
+        logits = np.array(outputs[SEG_LABELS]).reshape(outputs[SEG_LABELS].shape[-2:])
+        semantic = logits.astype(np.uint8)
+        is_labels = True
+        map_stride = size / semantic.shape[0]
+    return FrameResult(
+        detections=dets, semantic=semantic, transform=transform,
+        _seg_logits=logits, _seg_quant=q.get(contract.SEG_LOGITS, FLOAT), _seg_stride=map_stride,
+        _seg_is_labels=is_labels,
+    )
+
