@@ -192,6 +192,53 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from ocrnet_edge.runtime.bench import run_bench
+    from ocrnet_edge.runtime.boards import load_board
+
+    board = load_board(args.board)
+    for m in args.model:
+        if not Path(m).is_file():
+            from ocrnet_edge.runtime.errors import InputError
+
+            raise InputError(f"{m}: model file not found")
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else None
+    backends = args.backends.split(",") if args.backends else None
+
+    def progress(cfg):
+        if not args.quiet:
+            print(f"bench {Path(cfg.model).name} backend={cfg.backend} threads={cfg.threads} ...", file=sys.stderr)
+
+    doc = run_bench([str(m) for m in args.model], board, threads, backends, args.frames, args.warmup, args.source,
+                    args.sink, str(args.card) if args.card else None, progress)
+    for r in doc["results"]:
+        c = r["config"]
+        if r["ok"]:
+            s = r["stages_ms"]
+            print(f"{Path(c['model']).name:32s} {c['backend']:8s} {c['threads']:2d}t  total {s['total']['median']:7.2f} ms "
+                  f"(p90 {s['total']['p90']:.2f}, p99 {s['total']['p99']:.2f})  invoke {s['invoke']['median']:6.2f}  "
+                  f"{r['fps']:7.1f} fps  peak {r['memory_mb']['peak']:.0f}/{r['memory_mb']['budget']:.0f} MB")
+        else:
+            print(f"{Path(c['model']).name:32s} {c['backend']:8s} {c['threads']:2d}t  FAILED: {r['reason']}")
+    if doc["emulated"]:
+        print("note: measured under emulation; these timings are not any board's", file=sys.stderr)
+    if args.json:
+        tmp = Path(str(args.json) + ".partial")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(args.json)
+    return 0 if any(r["ok"] for r in doc["results"]) else 4
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ocrnet_edge.benchreport import write_report
+
+    for p in write_report(args.results, args.out, with_charts=not args.no_charts):
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocrnet-edge", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -266,6 +313,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--summary", type=Path, help="write the run's summary as JSON here")
     r.add_argument("--quiet", action="store_true", help="no live status line")
     r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("bench", help="latency per stage and memory of the device path, per configuration")
+    b.add_argument("model", type=Path, nargs="+", help="converted .tflite files (e.g. the int8 and the float32 build)")
+    b.add_argument("--board", default="auto", help="board profile (default: auto-detect)")
+    b.add_argument("--frames", type=int, default=100, help="timed frames per configuration")
+    b.add_argument("--warmup", type=int, default=10, help="untimed frames first")
+    b.add_argument("--threads", help="comma-separated thread counts (default: 1 to the core count)")
+    b.add_argument("--backends", help="comma-separated backends (default: every available one of the board's)")
+    b.add_argument("--source", help="synthetic://... (default, at the board's camera size) or a video/image path")
+    b.add_argument("--sink", action="store_true", help="also annotate every frame (a video or viewer sink's cost)")
+    b.add_argument("--card", type=Path, help="model card for files without one")
+    b.add_argument("--json", type=Path, help="write the results here")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    rp = sub.add_parser("report", help="Markdown tables and PNG charts from saved bench results")
+    rp.add_argument("results", type=Path, nargs="+", help="bench JSON files")
+    rp.add_argument("-o", "--out", type=Path, required=True, help="report folder")
+    rp.add_argument("--no-charts", action="store_true", help="tables only (no matplotlib needed)")
+    rp.set_defaults(func=cmd_report)
 
     dr = sub.add_parser("doctor", help="what this machine offers: board, backends, runtimes, cameras")
     dr.add_argument("--board", default="auto", help="board to report on (default: auto-detect)")

@@ -266,3 +266,31 @@ def _walk(path: Path, buf, size: int) -> ModelFileInfo:
         outputs=idx(g.OutputsAsNumpy() if g.OutputsLength() else ()),
         signatures=signatures, metadata=metadata, subgraphs=model.SubgraphsLength(),
     )
+
+
+def count_macs(info: ModelFileInfo) -> int:
+    """Multiply-accumulates of one invoke, counted from the graph's convolutions and fully connected ops.
+
+    CONV_2D: ``out_h * out_w * out_c * k_h * k_w * in_c / groups``; DEPTHWISE_CONV_2D:
+    ``out_h * out_w * out_c * k_h * k_w``; FULLY_CONNECTED: ``in * out``; TRANSPOSE_CONV like CONV_2D over
+    the input. Element-wise ops are not counted (they are not MACs).
+    """
+    total = 0
+    t = info.tensors
+    for op in info.ops:
+        if op.name == "CONV_2D" and len(op.inputs) >= 2:
+            w, out = t[op.inputs[1]].shape, t[op.outputs[0]].shape  # w: (out_c, kh, kw, in_c/groups)
+            total += out[1] * out[2] * w[0] * w[1] * w[2] * w[3]
+        elif op.name == "DEPTHWISE_CONV_2D" and len(op.inputs) >= 2:
+            w, out = t[op.inputs[1]].shape, t[op.outputs[0]].shape  # w: (1, kh, kw, out_c)
+            total += out[1] * out[2] * w[1] * w[2] * w[3]
+        elif op.name == "FULLY_CONNECTED" and len(op.inputs) >= 2:
+            w, out = t[op.inputs[1]].shape, t[op.outputs[0]].shape
+            rows = 1
+            for d in out[:-1]:
+                rows *= d
+            total += rows * w[0] * w[1]
+        elif op.name == "TRANSPOSE_CONV" and len(op.inputs) >= 3:
+            w, inp = t[op.inputs[1]].shape, t[op.inputs[2]].shape
+            total += inp[1] * inp[2] * w[0] * w[1] * w[2] * w[3]
+    return int(total)

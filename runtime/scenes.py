@@ -191,16 +191,16 @@ def _fill(poly: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def _appearance(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    """A fill for one object: flat colour, gradient or speckle; (H, W, 3) float."""
-    colour = rng.uniform(0, 255, size=3)
+    """A fill for one object's bounding region: flat colour, gradient or speckle; (h, w, 3) float32."""
+    colour = rng.uniform(0, 255, size=3).astype(np.float32)
     kind = rng.integers(3)
     if kind == 0:
         return np.broadcast_to(colour, (h, w, 3))
     if kind == 1:
-        other = np.clip(colour + rng.uniform(-90, 90, size=3), 0, 255)
+        other = np.clip(colour + rng.uniform(-90, 90, size=3), 0, 255).astype(np.float32)
         t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
         return np.broadcast_to(colour * (1 - t) + other * t, (h, w, 3))
-    return colour + rng.normal(0, rng.uniform(5, 30), size=(h, w, 3))
+    return colour + rng.normal(0, rng.uniform(5, 30), size=(h, w, 3)).astype(np.float32)
 
 
 def _visible(full: list[np.ndarray]) -> list[np.ndarray]:
@@ -252,15 +252,20 @@ def draw_scene(seed: int | tuple[int, ...], options: SceneOptions = SceneOptions
 
     n = int(rng.integers(options.min_objects, options.max_objects + 1))
     lo, hi = np.log(options.min_size), np.log(options.max_size_frac * min(w, h))
-    cats, full, fills = [], [], []
+    cats, full, fills, regions = [], [], [], []
     for _ in range(n):
         cat = int(rng.integers(len(THING_CLASSES)))
         extent = float(np.exp(rng.uniform(lo, hi)))
         cx, cy = rng.uniform(-0.05, 1.05) * w, rng.uniform(-0.05, 1.05) * h
         mask = _fill(_shape_polygon(rng, cat, cx, cy, extent), w, h)
+        # Fill and soft edge live in the object's bounding region (plus a pixel for the blur) only.
+        ys, xs = np.nonzero(mask)
+        region = (max(0, xs.min() - 2), max(0, ys.min() - 2), min(w, xs.max() + 3), min(h, ys.max() + 3)) \
+            if len(xs) else (0, 0, 1, 1)
         cats.append(cat)
         full.append(mask)
-        fills.append(_appearance(rng, w, h))
+        regions.append(region)
+        fills.append(_appearance(rng, region[2] - region[0], region[3] - region[1]))
 
     # Remove what is too small or too hidden to be labelled fairly; removing an occluder can only
     # reveal more of what lies under it, so a few passes settle.
@@ -282,8 +287,10 @@ def draw_scene(seed: int | tuple[int, ...], options: SceneOptions = SceneOptions
     img = bg.astype(np.float32)
     for i in idx:
         # Soft edges in the picture, hard edges in the label, as a lens and a labeller would give.
-        alpha = cv2.GaussianBlur(full[i].astype(np.float32), (3, 3), 0.6)[..., None]
-        img = img * (1 - alpha) + fills[i] * alpha
+        x0, y0, x1, y1 = regions[i]
+        alpha = cv2.GaussianBlur(full[i][y0:y1, x0:x1].astype(np.float32), (3, 3), 0.6)[..., None]
+        patch = img[y0:y1, x0:x1]
+        img[y0:y1, x0:x1] = patch * (1 - alpha) + fills[i] * alpha
     image = np.clip(img, 0, 255).astype(np.uint8)
     if options.degrade:
         image = _degrade(rng, image)

@@ -1,0 +1,210 @@
+"""``ocrnet-edge bench``: latency of the whole device path per stage, with memory, per configuration.
+
+Each configuration (model file x backend x threads) runs in its own subprocess: its peak RSS is its
+own, and a configuration that fails or crashes is recorded as failed with the reason while the others
+go on. A worker warms up, then times ``frames`` frames through source, preprocess, invoke, decode and
+(optionally) annotation, and reports per stage the median, p90, p99 and mean in milliseconds.
+
+Timings taken under emulation are marked ``emulated`` and are never a board's figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("source", "preprocess", "invoke", "decode", "sink", "total")
+SCHEMA_VERSION = "ocrnet-edge-bench/1"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One configuration to time.
+
+    Attributes:
+        model: The ``.tflite`` file.
+        backend: ``cpu`` or ``edgetpu``.
+        threads: Interpreter threads.
+        frames: Timed frames.
+        warmup: Untimed frames first.
+        source: ``synthetic://...`` (a pool of pre-drawn scenes) or a video/image path (looped).
+        sink: Also annotate each frame (the cost a video or viewer sink adds).
+        card: Card for a file without one.
+        board: Board profile name (for the budget).
+        budget_mb: The board's memory budget.
+    """
+
+    model: str
+    backend: str = "cpu"
+    threads: int = 1
+    frames: int = 100
+    warmup: int = 10
+    source: str = "synthetic://?seed=0&size=640x480"
+    sink: bool = False
+    card: str | None = None
+    board: str = "host"
+    budget_mb: float = 0.0
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """Median, p90, p99 and mean of a list of milliseconds (rounded to microseconds)."""
+    a = np.asarray(values, dtype=np.float64)
+    return {"median": round(float(np.median(a)), 3), "p90": round(float(np.percentile(a, 90)), 3),
+            "p99": round(float(np.percentile(a, 99)), 3), "mean": round(float(a.mean()), 3)}
+
+
+def _frames(source: str, n: int):
+    from .sources import open_source
+
+    if source.startswith("synthetic://"):
+        # A pool drawn before timing: the source stage then measures handing out a frame, as a camera
+        # that already holds the newest frame would, not the cost of drawing scenes.
+        src = open_source(source + ("&" if "?" in source else "?") + f"frames={min(n, 16)}")
+        pool = [f.image for f in src]
+        src.close()
+        i = 0
+        while True:
+            yield pool[i % len(pool)]
+            i += 1
+    while True:
+        src = open_source(source)
+        got = False
+        for f in src:
+            got = True
+            yield f.image
+        src.close()
+        if not got:
+            return
+
+
+def bench_one(cfg: BenchConfig) -> dict:
+    """Time one configuration in this process."""
+    from .draw import annotate
+    from .engine import Engine, EngineOptions
+    from .memory import peak_rss_mb, rss_mb
+    from .modelfile import count_macs
+
+    after_import = rss_mb()
+    engine = Engine.open(cfg.model, cfg.card, EngineOptions(backend=cfg.backend, threads=cfg.threads))
+    after_load = rss_mb()
+    frames = _frames(cfg.source, cfg.frames + cfg.warmup)
+    times: dict[str, list[float]] = {s: [] for s in STAGES}
+    try:
+        for i in range(cfg.warmup + cfg.frames):
+            t0 = time.perf_counter()
+            frame = next(frames)
+            t1 = time.perf_counter()
+            res = engine.process(frame)
+            t2 = time.perf_counter()
+            if cfg.sink:
+                annotate(frame, res)
+            t3 = time.perf_counter()
+            if i < cfg.warmup:
+                continue
+            times["source"].append((t1 - t0) * 1e3)
+            for k in ("preprocess", "invoke", "decode"):
+                times[k].append(res.times_ms[k])
+            times["sink"].append((t3 - t2) * 1e3)
+            times["total"].append((t3 - t0) * 1e3)
+        info = engine.info
+        runtime = engine.backend.runtime_version
+        size = engine.input_size
+    finally:
+        engine.close()
+    stages = {k: percentiles(v) for k, v in times.items() if v and (k != "sink" or cfg.sink)}
+    total_s = sum(times["total"]) / 1e3
+    macs = count_macs(info)
+    invoke_s = stages["invoke"]["median"] / 1e3
+    return {
+        "config": asdict(cfg), "ok": True, "input_size": size, "stages_ms": stages,
+        "fps": round(cfg.frames / total_s, 2) if total_s else None,
+        "memory_mb": {"after_import": round(after_import, 1), "after_load": round(after_load, 1),
+                      "peak": round(peak_rss_mb(), 1), "budget": cfg.budget_mb},
+        "model": {"file": str(cfg.model), "bytes": Path(cfg.model).stat().st_size, "sha256": _sha256(cfg.model),
+                  "macs": macs, "ops": len(info.ops), "edgetpu": info.is_edgetpu},
+        "achieved_gmacs_per_s": round(macs / invoke_s / 1e9, 3) if invoke_s else None,
+        "runtime": runtime,
+    }
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def bench_subprocess(cfg: BenchConfig, timeout_s: float = 900) -> dict:
+    """Time one configuration in a fresh process; a failure is recorded, never raised."""
+    cmd = [sys.executable, "-m", "ocrnet_edge.runtime.bench", json.dumps(asdict(cfg))]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        return {"config": asdict(cfg), "ok": False, "reason": f"timed out after {timeout_s:.0f} s"}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    err = [ln for ln in p.stderr.strip().splitlines() if ln.strip() and not ln.startswith("INFO:")]
+    reason = err[-1] if err else f"worker exited with code {p.returncode}"
+    return {"config": asdict(cfg), "ok": False, "reason": reason[:300]}
+
+
+def run_bench(models: list[str], board, threads: list[int] | None = None, backends: list[str] | None = None,
+              frames: int = 100, warmup: int = 10, source: str | None = None, sink: bool = False,
+              card: str | None = None, progress=None) -> dict:
+    """Every configuration of models x backends x threads, each in its own process.
+
+    Returns:
+        A JSON-ready document (schema ``ocrnet-edge-bench/1``) with the machine and one entry per configuration.
+    """
+    from .backends import BACKENDS
+    from .machine import machine_info
+
+    threads = threads or list(range(1, (os.cpu_count() or 1) + 1))
+    if backends is None:
+        backends = [b for b in board.backends if BACKENDS[b].is_available() is None] or ["cpu"]
+    source = source or f"synthetic://?seed=0&size={board.camera_width}x{board.camera_height}"
+    results = []
+    for model in models:
+        edgetpu_file = str(model).endswith("_edgetpu.tflite")
+        for backend in backends:
+            if edgetpu_file != (backend == "edgetpu"):
+                continue
+            for n in threads:
+                cfg = BenchConfig(str(model), backend, n, frames, warmup, source, sink, card, board.name,
+                                  float(board.memory_budget_mb))
+                if progress:
+                    progress(cfg)
+                reason = BACKENDS[backend].is_available()
+                results.append(bench_subprocess(cfg) if reason is None else
+                               {"config": asdict(cfg), "ok": False, "reason": reason})
+    machine = machine_info(board.name)
+    return {
+        "schema": SCHEMA_VERSION,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "board": board.name,
+        "machine": machine,
+        "emulated": machine["emulated"],
+        "results": results,
+    }
+
+
+def _worker() -> None:
+    cfg = BenchConfig(**json.loads(sys.argv[1]))
+    try:
+        out = bench_one(cfg)
+    except Exception as e:  # reported by the parent as a failed configuration
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(3)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    _worker()

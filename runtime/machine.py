@@ -1,0 +1,88 @@
+"""What machine a benchmark ran on: CPU, cores, governor, frequency, temperature, throttling, board.
+
+Everything is read from files the system exposes (``/proc``, ``/sys``) or from the board vendors'
+tools when present (``vcgencmd`` on a Raspberry Pi, ``nvpmodel`` on a Jetson); what is not exposed is
+reported as None, never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+from .boards import detect_board, detected_model_string
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's name (x86 ``model name``; on Arm the implementer/part pair and its known name)."""
+    info = _read("/proc/cpuinfo") or ""
+    for key in ("model name", "Hardware", "Model"):
+        for line in info.splitlines():
+            if line.startswith(key) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    parts = {line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("CPU part")}
+    names = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd07": "Cortex-A57", "0xd08": "Cortex-A72",
+             "0xd0b": "Cortex-A76", "0xd42": "Cortex-A78AE"}
+    if parts:
+        return "+".join(sorted(names.get(p, p) for p in parts))
+    return platform.processor() or platform.machine()
+
+
+def emulated() -> bool:
+    """True under user-mode emulation (``OCRNET_EMULATED`` set by the emulation check, or QEMU seen)."""
+    if os.environ.get("OCRNET_EMULATED"):
+        return True
+    maps = _read("/proc/self/maps") or ""
+    return "qemu" in maps.lower()
+
+
+def temperatures() -> dict[str, float]:
+    """Thermal zone temperatures in degrees Celsius, by zone type."""
+    out = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        t = _read(str(zone / "temp"))
+        kind = _read(str(zone / "type")) or zone.name
+        if t and t.lstrip("-").isdigit():
+            out[kind] = int(t) / 1000
+    return out
+
+
+def _tool(cmd: list[str]) -> str | None:
+    if not shutil.which(cmd[0]):
+        return None
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (subprocess.SubprocessError, OSError):
+        return None
+
+
+def machine_info(declared_board: str | None = None) -> dict:
+    """A JSON-ready description of this machine for benchmark records."""
+    cpu0 = "/sys/devices/system/cpu/cpu0/cpufreq/"
+    freq = _read(cpu0 + "scaling_cur_freq")
+    return {
+        "board_declared": declared_board,
+        "board_detected": detect_board(),
+        "device_tree_model": detected_model_string() or None,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "governor": _read(cpu0 + "scaling_governor"),
+        "frequency_mhz": int(freq) / 1000 if freq and freq.isdigit() else None,
+        "temperatures_c": temperatures() or None,
+        "rpi_throttled": _tool(["vcgencmd", "get_throttled"]),
+        "jetson_power_mode": _tool(["nvpmodel", "-q"]),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "emulated": emulated(),
+    }
