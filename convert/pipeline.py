@@ -222,8 +222,8 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
 
     out = ConvertResult(int8_path, card_path, json_path, md_path, float_path, tpu_path, report)
     if not result.ok:
-        drops = ", ".join(f"{k} -{result.drops[k]:.2f}" for k in result.failed)
-        raise GateError(f"fidelity gate failed ({drops} points, allowed {options.max_drop}); model written as "
+        drops = ", ".join(f"{k} dropped {result.drops[k]:.2f}" for k in result.failed)
+        raise GateError(f"fidelity gate failed ({drops} points, at most {options.max_drop} allowed); model written as "
                         f"{int8_path.name}, see {md_path}")
     if compile_error is not None:
         raise compile_error

@@ -51,6 +51,9 @@ def tiny_model(tmp_path_factory):
     from ocrnet_edge.model.io import save_model
     from ocrnet_edge.model.network import build_ocrnet
 
+    import keras
+
+    keras.utils.set_random_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.keras"
     save_model(build_ocrnet(TINY), TINY, path)
     return path
@@ -62,5 +65,6 @@ def converted(tiny_model, calib_dir, tmp_path_factory):
     from ocrnet_edge.convert.pipeline import ConvertOptions, convert_model
 
     out = tmp_path_factory.mktemp("converted")
-    opts = ConvertOptions(calib=calib_dir, min_calib=10, heldout_images=6, name="tiny", progress=False)
+    # An untrained model's near-tied logits make its int8 metrics arbitrary: the gate is tested on its own.
+    opts = ConvertOptions(calib=calib_dir, min_calib=10, heldout_images=6, name="tiny", max_drop=100.0, progress=False)
     return convert_model(tiny_model, out, opts)

@@ -1,0 +1,148 @@
+"""Boards (strict loader, detection), doctor, bench JSON and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from ocrnet_edge.cli import main
+from ocrnet_edge.runtime import errors
+from ocrnet_edge.runtime.bench import BenchConfig, bench_subprocess, percentiles
+from ocrnet_edge.runtime.boards import board_names, detect_board, load_board
+
+REQUIRED_BOARDS = {"rpi4", "rpi5", "rpi-zero-2w", "coral-usb", "coral-devboard", "coral-devboard-mini", "jetson-nano",
+                   "jetson-orin-nano", "host"}
+
+BENCH_SCHEMA = {
+    "type": "object",
+    "required": ["schema", "date", "board", "machine", "emulated", "results"],
+    "properties": {
+        "schema": {"const": "ocrnet-edge-bench/1"},
+        "machine": {"type": "object", "required": ["cpu", "cores", "board_detected", "emulated"]},
+        "results": {"type": "array", "items": {
+            "type": "object", "required": ["config", "ok"],
+            "if": {"properties": {"ok": {"const": True}}},
+            "then": {"required": ["stages_ms", "fps", "memory_mb", "model", "runtime"]},
+            "else": {"required": ["reason"]},
+        }},
+    },
+}
+
+
+def test_every_board_loads():
+    assert REQUIRED_BOARDS <= set(board_names())
+    for name in board_names():
+        b = load_board(name)
+        assert b.memory_budget_mb <= b.ram_mb and b.threads >= 1 and b.input_size % 32 == 0
+        assert b.basis
+    assert load_board("coral-usb").prefers_edgetpu and not load_board("rpi5").prefers_edgetpu
+
+
+@pytest.mark.parametrize("text, match", [
+    ("colour: blue\n", r"bad\.yaml:1: unknown key 'colour'"),
+    ("threads: four\n", r"bad\.yaml:1: threads must be a int"),
+    ("description: x\n", r"bad\.yaml:1: missing fields"),
+    ("backends: [gpu]\n", r"bad\.yaml:1: unknown backends \['gpu'\]"),
+    ("- a\n- b\n", r"bad\.yaml:1: a board file must be a mapping"),
+    ("threads: [1\n", r"bad\.yaml:\d+: not valid YAML"),
+])
+def test_malformed_board_files_name_file_and_line(text, match, tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(errors.InputError, match=match):
+        load_board(f)
+
+
+def test_wrong_type_on_a_later_line(tmp_path):
+    src = (Path(__file__).resolve().parents[1] / "boards" / "rpi5.yaml").read_text()
+    f = tmp_path / "rpi5.yaml"
+    f.write_text(src.replace("threads: 4", "threads: 4.5"))
+    line = next(i for i, ln in enumerate(f.read_text().splitlines(), 1) if ln.startswith("threads"))
+    with pytest.raises(errors.InputError, match=rf"rpi5\.yaml:{line}: threads must be a int"):
+        load_board(f)
+
+
+def test_unknown_board_lists_known_ones():
+    with pytest.raises(errors.InputError, match="unknown board 'rpi9'; known boards: .*rpi5"):
+        load_board("rpi9")
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("Raspberry Pi 5 Model B Rev 1.0", "rpi5"),
+    ("Raspberry Pi 4 Model B Rev 1.4", "rpi4"),
+    ("Raspberry Pi Zero 2 W Rev 1.0", "rpi-zero-2w"),
+    ("Freescale i.MX8MQ Phanbell", "coral-devboard"),
+    ("MediaTek MT8167S Coral Dev Board Mini", "coral-devboard-mini"),
+    ("NVIDIA Jetson Orin Nano Developer Kit", "jetson-orin-nano"),
+    ("NVIDIA Jetson Nano Developer Kit", "jetson-nano"),
+])
+def test_board_detection_from_device_tree(model, expected, tmp_path):
+    (tmp_path / "proc" / "device-tree").mkdir(parents=True)
+    (tmp_path / "proc" / "device-tree" / "model").write_bytes(model.encode() + b"\x00")
+    assert detect_board(str(tmp_path)) == expected
+    assert detect_board(str(tmp_path / "empty")) == "host"
+
+
+def test_doctor_reports_board_backends_and_cameras(tmp_path, capsys, monkeypatch):
+    (tmp_path / "proc" / "device-tree").mkdir(parents=True)
+    (tmp_path / "proc" / "device-tree" / "model").write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\x00")
+    monkeypatch.setenv("OCRNET_SYSROOT", str(tmp_path))
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "board: rpi5" in out and "Raspberry Pi 5 Model B Rev 1.0" in out
+    assert "cpu: available" in out and "edgetpu: unavailable: libedgetpu.so.1 not found" in out
+    assert "GStreamer: no" in out and "FFMPEG: yes" in out and "picamera2: no" in out
+
+
+def test_percentiles_are_ordered():
+    v = list(np.random.default_rng(0).exponential(5, 500))
+    p = percentiles(v)
+    assert p["median"] <= p["p90"] <= p["p99"]
+
+
+def test_bench_json_validates_and_a_failing_configuration_is_recorded(converted, tmp_path, capsys):
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"\x00" * 64)
+    out = tmp_path / "b.json"
+    rc = main(["bench", str(converted.int8), str(broken), "--board", "host", "--frames", "12", "--warmup", "2",
+               "--threads", "1,2", "--json", str(out), "--quiet", "--source", "synthetic://?seed=1&size=160x120"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, BENCH_SCHEMA)
+    ok = [r for r in doc["results"] if r["ok"]]
+    bad = [r for r in doc["results"] if not r["ok"]]
+    assert len(ok) == 2 and len(bad) == 2
+    assert "not a TFLite model" in bad[0]["reason"]
+    for r in ok:
+        for stage in ("source", "preprocess", "invoke", "decode", "total"):
+            s = r["stages_ms"][stage]
+            assert s["median"] <= s["p90"] <= s["p99"]
+        assert r["model"]["macs"] > 0 and r["memory_mb"]["peak"] > 0
+    assert doc["emulated"] is False
+    report = tmp_path / "rep"
+    assert main(["report", str(out), "-o", str(report)]) == 0
+    md = (report / "report.md").read_text()
+    assert "## host" in md and "FAILED" in md and "## rpi5" in md and "No measurement yet" in md
+    from PIL import Image
+
+    for name in ("latency_by_stage.png", "latency_vs_threads.png", "memory_vs_budget.png"):
+        img = np.asarray(Image.open(report / name).convert("L"))
+        assert img.shape[0] > 200 and img.std() > 10, name  # a real chart, not a blank image
+
+
+def test_report_refuses_foreign_json(tmp_path):
+    f = tmp_path / "x.json"
+    f.write_text('{"a": 1}')
+    with pytest.raises(errors.InputError, match="not an ocrnet-edge benchmark result"):
+        from ocrnet_edge.benchreport import load_results
+
+        load_results([f])
+
+
+def test_worker_failure_is_reported_not_raised(tmp_path):
+    r = bench_subprocess(BenchConfig(model=str(tmp_path / "missing.tflite"), frames=2, warmup=0))
+    assert r["ok"] is False and "model file not found" in r["reason"]
