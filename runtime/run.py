@@ -192,6 +192,7 @@ def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, 
                 t3 = time.perf_counter()
                 times["sinks"] = (t3 - t2) * 1e3
                 times["total"] = (t3 - t0) * 1e3
+                summary.seconds = t3 - start
                 if json_sink:
                     json_sink.write(frame_record(i, t3 - start, frame, result, times, classes))
                 if viewer:
@@ -201,7 +202,6 @@ def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, 
                 summary.frames = i = i + 1
                 summary.dropped = source.dropped
                 if tty and t3 - last_status > 0.5:
-                    summary.seconds = t3 - start
                     out.write("\r" + summary.line()[:160].ljust(160))
                     out.flush()
                     last_status = t3
