@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .decode.detect import FLOAT, Quant
-from .decode.instance import mask_to_frame
+from .decode.instance import MaskCrop, mask_to_frame
 from .decode.semantic import labels_to_frame, semantic_to_frame
 from .preprocess import Transform
 
@@ -28,7 +28,7 @@ class Detection:
     label: str
     score: float
     box: tuple[float, float, float, float]
-    _mask_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _mask_logits: MaskCrop | None = field(default=None, repr=False, compare=False)
     _transform: Transform | None = field(default=None, repr=False, compare=False)
     _stride: int = field(default=4, repr=False, compare=False)
 

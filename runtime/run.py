@@ -24,7 +24,7 @@ from .memory import MemoryFigures, peak_rss_mb, rss_mb
 from .sinks import JsonLinesSink, SemanticSink, VideoSink, WindowSink, frame_record
 from .sources import open_source
 
-STAGES = ("capture", "preprocess", "invoke", "decode", "sinks", "total")
+STAGES = ("capture", "preprocess", "invoke", "decode", "sinks", "total", "latency")
 
 
 class MemoryBudgetError(OcrnetError):
@@ -192,6 +192,7 @@ def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, 
                 t3 = time.perf_counter()
                 times["sinks"] = (t3 - t2) * 1e3
                 times["total"] = (t3 - t0) * 1e3
+                times["latency"] = (time.monotonic() - frame.timestamp) * 1e3  # capture to result
                 summary.seconds = t3 - start
                 if json_sink:
                     json_sink.write(frame_record(i, t3 - start, frame, result, times, classes))

@@ -20,6 +20,7 @@ order; ``realtime=True`` paces them like a camera. Frames come out as RGB uint8.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -134,7 +135,10 @@ class ImageSource(Source):
 
 
 class VideoFileSource(Source):
-    """A video file read in order; ``realtime`` paces it at its own frame rate."""
+    """A video file read in order, decoded ahead in its own thread (a bounded queue: no drops, bounded
+    memory); ``realtime`` paces it at its own frame rate."""
+
+    PREFETCH = 4
 
     def __init__(self, path: Path, realtime: bool = False):
         self.path, self.realtime = path, realtime
@@ -146,21 +150,44 @@ class VideoFileSource(Source):
         self.frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.description = f"video {path} ({self.frames} frames at {self.fps:.1f} fps)"
         self.read_errors = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=self.PREFETCH)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _reader(self) -> None:
+        i = 0
+        try:
+            while not self._stop.is_set():
+                ok, bgr = self.cap.read()
+                if not ok or bgr is None:
+                    if self.frames and i < self.frames - 1:
+                        self.read_errors += 1  # cut short mid-stream: end cleanly, count it
+                    break
+                item = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                i += 1
+        finally:
+            self._queue.put(None)
 
     def __iter__(self) -> Iterator[Frame]:
+        self._thread = threading.Thread(target=self._reader, name="video-reader", daemon=True)
+        self._thread.start()
         start = time.monotonic()
         i = 0
         while True:
-            ok, bgr = self.cap.read()
-            if not ok or bgr is None:
-                if self.frames and i < self.frames - 1:
-                    self.read_errors += 1  # cut short mid-stream: end cleanly, count it
+            rgb = self._queue.get()
+            if rgb is None:
                 break
             if self.realtime:
                 delay = start + i / self.fps - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            yield Frame(i, time.monotonic(), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            yield Frame(i, time.monotonic(), rgb)
             i += 1
 
     @property
@@ -168,6 +195,14 @@ class VideoFileSource(Source):
         return {"truncated": self.read_errors}
 
     def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    pass
+                self._thread.join(timeout=0.1)
         self.cap.release()
 
 

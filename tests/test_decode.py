@@ -71,10 +71,10 @@ def test_masks_only_for_kept_detections_and_cropped():
     coeffs = np.zeros((1, N, 2), np.float32)
     coeffs[0, :, 0] = 1.0
     boxes = np.array([[16, 16, 48, 40]], np.float32)
-    logits = assemble_masks(coeffs, protos, np.array([3]), 4)
-    assert logits.shape == (1, g, g)
+    crops = assemble_masks(coeffs, protos, np.array([3]), boxes, 4)
+    assert len(crops) == 1 and crops[0].logits.shape[0] < g  # only the box's cells are computed
     t = plan(SIZE, SIZE, SIZE)
-    m = mask_to_frame(logits[0], boxes[0], t, 4)
+    m = mask_to_frame(crops[0], boxes[0], t, 4)
     ys, xs = np.nonzero(m)
     assert xs.min() >= 16 and xs.max() < 48 and ys.min() >= 16 and ys.max() < 40
     assert m.sum() == 32 * 24
@@ -98,3 +98,25 @@ def test_decode_outputs_maps_to_letterboxed_frame():
     assert res.semantic.shape == (32, 32)
     assert res.semantic_frame().shape == (128, 256)
     assert d.mask() is None
+
+
+def test_cropped_assembly_equals_full_map_inside_the_box():
+    import cv2
+
+    rng = np.random.default_rng(7)
+    g, k = SIZE // 4, 6
+    protos = rng.normal(size=(1, g, g, k)).astype(np.float32)
+    coeffs = rng.normal(size=(1, N, k)).astype(np.float32)
+    boxes = np.array([[10.3, 20.7, 70.2, 90.9], [0, 0, 128, 128], [100, 5, 127.5, 30]], np.float32)
+    locs = np.array([5, 17, 200])
+    t = plan(200, 160, SIZE)  # letterboxed, non-square frame
+    frame_boxes = t.boxes_to_frame(boxes)
+    for crop, loc, fb in zip(assemble_masks(coeffs, protos, locs, boxes, 4), locs, frame_boxes):
+        full = protos[0] @ coeffs[0, loc]
+        ref = cv2.warpAffine(full, t.frame_to_grid(4), (200, 160), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_REPLICATE) > 0
+        x0, y0 = int(np.floor(fb[0])), int(np.floor(fb[1]))
+        x1, y1 = int(np.ceil(fb[2])), int(np.ceil(fb[3]))
+        ours = mask_to_frame(crop, fb, t, 4)
+        np.testing.assert_array_equal(ours[y0:y1, x0:x1], ref[y0:y1, x0:x1])
+        assert not ours[:y0].any() and not ours[y1:].any() and not ours[:, :x0].any() and not ours[:, x1:].any()

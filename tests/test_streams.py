@@ -42,10 +42,13 @@ def test_image_file_and_folder(tmp_path):
 
 
 def test_synthetic_is_deterministic_by_seed():
-    a = [f.image for f in open_source("synthetic://?seed=5&size=96x64&frames=3&fps=1000")]
-    b = [f.image for f in open_source("synthetic://?seed=5&size=96x64&frames=3&fps=1000")]
-    assert len(a) >= 1 and a[0].shape == (64, 96, 3)
-    np.testing.assert_array_equal(a[0], b[0])
+    # A live source may drop frames under load, so compare the frames both runs delivered, by index.
+    a = {f.index: f.image for f in open_source("synthetic://?seed=5&size=96x64&frames=4&fps=200")}
+    b = {f.index: f.image for f in open_source("synthetic://?seed=5&size=96x64&frames=4&fps=200")}
+    common = set(a) & set(b)
+    assert common and next(iter(a.values())).shape == (64, 96, 3)
+    for i in common:
+        np.testing.assert_array_equal(a[i], b[i])
 
 
 @pytest.mark.parametrize("spec, error, match", [

@@ -59,7 +59,7 @@ def decode_outputs(
         masks = None
         if contract.DET_COEFFS in outputs and contract.MASK_PROTOS in outputs:
             masks = assemble_masks(
-                outputs[contract.DET_COEFFS], outputs[contract.MASK_PROTOS], raw.locations, seg_stride,
+                outputs[contract.DET_COEFFS], outputs[contract.MASK_PROTOS], raw.locations, raw.boxes, seg_stride,
                 q.get(contract.DET_COEFFS, FLOAT), q.get(contract.MASK_PROTOS, FLOAT),
             )
         frame_boxes = transform.boxes_to_frame(raw.boxes)

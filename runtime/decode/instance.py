@@ -8,6 +8,8 @@ when a consumer asks for a mask.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -15,47 +17,69 @@ from ..preprocess import Transform
 from .detect import FLOAT, Quant
 
 
+@dataclass(frozen=True)
+class MaskCrop:
+    """One detection's mask logits over the prototype cells of its box (plus a one-cell margin).
+
+    Attributes:
+        x0: Column of the crop's first cell in the prototype grid.
+        y0: Row of the crop's first cell.
+        logits: (h, w) float32 logits of the cells.
+    """
+
+    x0: int
+    y0: int
+    logits: np.ndarray
+
+
 def assemble_masks(
     coeffs: np.ndarray,
     protos: np.ndarray,
     locations: np.ndarray,
-    stride: int,
+    boxes: np.ndarray,
+    stride: float,
     coeffs_quant: Quant = FLOAT,
     protos_quant: Quant = FLOAT,
-) -> np.ndarray:
-    """Mask logits of the kept detections at prototype resolution.
+) -> list[MaskCrop]:
+    """Mask logits of the kept detections, computed only over the prototype cells of each box.
 
-    The crop to each box happens when a mask is mapped to the frame (:func:`mask_to_frame` samples
-    the box only): cropping here, at prototype resolution, would bleed the outside into the border
-    cells under bilinear sampling and shrink every mask by half a cell.
+    The cost follows the boxes' areas, not the number of detections times the prototype map. A margin
+    of one cell is kept so that bilinear sampling at the box's edge sees real neighbours; the exact
+    crop to the box happens when the mask is mapped to the frame (:func:`mask_to_frame`).
 
     Args:
         coeffs: (N, K) or (1, N, K) per-location coefficients, raw or float.
         protos: (h, w, K) or (1, h, w, K) prototypes, raw or float.
         locations: (D,) location index of each kept detection.
+        boxes: (D, 4) x0, y0, x1, y1 in input pixels.
         stride: Input pixels per prototype cell.
         coeffs_quant: Quantization of ``coeffs``.
         protos_quant: Quantization of ``protos``.
 
     Returns:
-        (D, h, w) float32 logits.
+        One :class:`MaskCrop` per detection.
     """
     protos = protos.reshape(protos.shape[-3:])
     h, w, k = protos.shape
-    d = len(locations)
-    if d == 0:
-        return np.zeros((0, h, w), np.float32)
+    if len(locations) == 0:
+        return []
     c = coeffs_quant.dequantize(coeffs.reshape(-1, coeffs.shape[-1])[locations])
-    p = protos_quant.dequantize(protos.reshape(-1, k))
-    logits = (c @ p.T).reshape(d, h, w)
-    return logits
+    cells = np.floor(boxes / stride - 0.5).astype(np.int64)
+    out = []
+    for i in range(len(locations)):
+        x0, y0 = max(int(cells[i, 0]), 0), max(int(cells[i, 1]), 0)
+        x1, y1 = min(int(cells[i, 2]) + 2, w), min(int(cells[i, 3]) + 2, h)
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+        region = protos_quant.dequantize(protos[y0:y1, x0:x1])
+        out.append(MaskCrop(x0, y0, region @ c[i]))
+    return out
 
 
-def mask_to_frame(logits: np.ndarray, box_frame: np.ndarray, transform: Transform, stride: int) -> np.ndarray:
+def mask_to_frame(crop: MaskCrop, box_frame: np.ndarray, transform: Transform, stride: float) -> np.ndarray:
     """One detection's mask at frame resolution.
 
     Args:
-        logits: (h, w) mask logits at prototype resolution (from :func:`assemble_masks`).
+        crop: The detection's logits from :func:`assemble_masks`.
         box_frame: (4,) x0, y0, x1, y1 of the detection in frame pixels.
         transform: Input-to-frame transform of the frame.
         stride: Input pixels per prototype cell.
@@ -71,10 +95,10 @@ def mask_to_frame(logits: np.ndarray, box_frame: np.ndarray, transform: Transfor
     if x1 <= x0 or y1 <= y0:
         return out
     m = transform.frame_to_grid(stride).copy()
-    # Sample only the box: shift the affine so that output pixel (0, 0) is frame pixel (x0, y0).
-    m[:, 2] += m[:, 0] * x0 + m[:, 1] * y0
+    # Output pixel (0, 0) is frame pixel (x0, y0); grid coordinates are relative to the crop's first cell.
+    m[:, 2] += m[:, 0] * x0 + m[:, 1] * y0 - np.array([crop.x0, crop.y0], dtype=np.float64)
     patch = cv2.warpAffine(
-        np.ascontiguousarray(logits, dtype=np.float32), m, (x1 - x0, y1 - y0),
+        np.ascontiguousarray(crop.logits, dtype=np.float32), m, (x1 - x0, y1 - y0),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
     )
     out[y0:y1, x0:x1] = patch > 0
