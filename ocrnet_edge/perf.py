@@ -26,7 +26,6 @@ def decode_share(model: Path, detections: int = 100, repeats: int = 50, threads:
     """Decoding + NMS + mask assembly with ``detections`` kept detections, against invoke time."""
     from ocrnet_edge.runtime.decode import DecodeOptions
     from ocrnet_edge.runtime.engine import Engine, EngineOptions
-
     from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
 
     # COCO evaluation's decoding (low threshold, 100 detections at most) on a busy scene.

@@ -48,10 +48,10 @@ def calib_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """An untrained tiny model saved with its configuration."""
+    import keras
+
     from ocrnet_edge.model.io import save_model
     from ocrnet_edge.model.network import build_ocrnet
-
-    import keras
 
     keras.utils.set_random_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.keras"
