@@ -99,6 +99,50 @@ print(json.dumps(marks))
             "open_files_growth": last[2] - first[2], "seconds": round(time.time() - t0, 1)}
 
 
+def group_peak(models: list[Path], clip: Path, frames: int = 100, threads: int = 2) -> dict:
+    """Peak RSS and per-frame time of one process that runs every model in ``models`` on each frame."""
+    code = f"""
+import json, time, numpy as np
+from ocrnet_edge.runtime.engine import Engine, EngineOptions
+from ocrnet_edge.runtime.memory import peak_rss_mb
+from ocrnet_edge.runtime.sources import open_source
+src = open_source({str(clip)!r})
+pool = [f.image for _, f in zip(range(4), src)]
+src.close()
+base = peak_rss_mb()
+engines = [Engine.open(p, options=EngineOptions(threads={threads})) for p in {[str(m) for m in models]!r}]
+times = []
+for i in range({frames} + 10):
+    t = time.perf_counter()
+    for e in engines:
+        e.process(pool[i % 4])
+    if i >= 10:
+        times.append((time.perf_counter() - t) * 1e3)
+print(json.dumps({{"peak_rss_mb": peak_rss_mb(), "before_models_mb": base, "ms": float(np.median(times))}}))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=1800)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def peak_rate(path: Path, macs: int, threads: int = 2, repeats: int = 30) -> dict:
+    """MAC rate of a large int8 convolution in this runtime: the machine's reachable peak."""
+    from ocrnet_edge.runtime.backends.cpu import CpuBackend
+
+    b = CpuBackend(path, threads)
+    view = b.input_view()
+    view[...] = np.random.default_rng(0).integers(-128, 127, view.shape, dtype=view.dtype)
+    del view
+    ts = []
+    for i in range(repeats + 3):
+        t = time.perf_counter()
+        b.interpreter.invoke()
+        if i >= 3:
+            ts.append(time.perf_counter() - t)
+    b.close()
+    med = float(np.median(ts))
+    return {"macs": macs, "invoke_ms": round(med * 1e3, 3), "gmacs_per_s": round(macs / med / 1e9, 2)}
+
+
 def markdown(doc: dict) -> str:
     """The README's performance section."""
     b = {(Path(r["config"]["model"]).name, r["config"]["threads"]): r for r in doc["bench"]["results"] if r["ok"]}
@@ -128,6 +172,22 @@ def markdown(doc: dict) -> str:
         lines.append(f"- soak: {sk['frames']} frames, RSS growth after the first 1000 frames "
                      f"**{sk['rss_growth_mb']} MB**, threads {sk['threads_growth']:+d}, open files "
                      f"{sk['open_files_growth']:+d}.")
+    sep = doc.get("separate")
+    if sep:
+        lines.append(f"- fused model against three single-task models (detection, semantic, instance; same "
+                     f"architecture code, each its own backbone), one process each, per frame: time "
+                     f"{sep['fused']['ms']:.2f} ms against {sep['separate']['ms']:.2f} ms "
+                     f"(**{sep['latency_ratio']:.2f}**), peak RSS {sep['fused']['peak_rss_mb']:.0f} MB against "
+                     f"{sep['separate']['peak_rss_mb']:.0f} MB in one process (**{sep['memory_ratio']:.2f}**: the "
+                     f"runtime's own ~{sep['fused']['before_models_mb']:.0f} MB is shared) and "
+                     f"{sep['separate_processes_peak_rss_mb']:.0f} MB as three processes "
+                     f"(**{sep['memory_ratio_separate_processes']:.2f}**); memory of the models alone, beyond the "
+                     f"runtime's: **{sep['model_memory_ratio']:.2f}**.")
+    eff = doc.get("efficiency")
+    if eff:
+        lines.append(f"- efficiency: the model reaches {eff['model_gmacs_per_s']} GMAC/s during invoke against "
+                     f"{eff['peak']['gmacs_per_s']} GMAC/s for a large int8 convolution in the same runtime "
+                     f"(**{eff['fraction'] * 100:.0f}%**).")
     conv = doc.get("conversion")
     if conv:
         lines.append(f"- conversion of the reference model at {doc['input_size']} with {conv['calibration_images']} "
@@ -150,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--soak", type=int, default=10000, help="soak frames (0: skip)")
+    ap.add_argument("--separate", type=Path, nargs=3, metavar=("DETECT", "SEMANTIC", "INSTANCE"),
+                    help="single-task int8 models for the fused-against-separate comparison")
+    ap.add_argument("--peak-conv", type=Path, help="the large int8 convolution model (for efficiency)")
+    ap.add_argument("--peak-macs", type=int, help="its MACs per invoke")
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--readme", type=Path, help="replace the section between the perf markers here")
     a = ap.parse_args(argv)
@@ -169,6 +233,23 @@ def main(argv: list[str] | None = None) -> int:
         "run": run_figures(a.int8, a.clip, a.threads),
         "soak": soak(a.int8, a.soak, a.threads) if a.soak else None,
     }
+    if a.separate:
+        fused = group_peak([a.int8], a.clip, threads=a.threads)
+        separate = group_peak(list(a.separate), a.clip, threads=a.threads)
+        base = fused["before_models_mb"]
+        alone = [group_peak([m], a.clip, threads=a.threads) for m in a.separate]
+        doc["separate"] = {
+            "fused": fused, "separate": separate, "latency_ratio": round(fused["ms"] / separate["ms"], 3),
+            "separate_processes_peak_rss_mb": round(sum(x["peak_rss_mb"] for x in alone), 1),
+            "memory_ratio_separate_processes": round(fused["peak_rss_mb"] / sum(x["peak_rss_mb"] for x in alone), 3),
+            "memory_ratio": round(fused["peak_rss_mb"] / separate["peak_rss_mb"], 3),
+            "model_memory_ratio": round((fused["peak_rss_mb"] - base) / (separate["peak_rss_mb"] - base), 3),
+        }
+    if a.peak_conv and i8:
+        peak = peak_rate(a.peak_conv, a.peak_macs, a.threads)
+        model_rate = i8["model"]["macs"] / (i8["stages_ms"]["invoke"]["median"] / 1e3) / 1e9
+        doc["efficiency"] = {"peak": peak, "model_gmacs_per_s": round(model_rate, 2),
+                             "fraction": round(model_rate / peak["gmacs_per_s"], 4)}
     if a.convert_report and a.convert_report.exists():
         r = json.loads(a.convert_report.read_text())
         doc["conversion"] = {"calibration_images": r["calibration"]["images"], "conversion_seconds": r["conversion_seconds"],

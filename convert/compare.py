@@ -1,0 +1,77 @@
+"""Models for the benchmark's comparisons, built from the same architecture code and converted the same way.
+
+- Three single-task models (detection, semantic, instance), each with its own backbone: the
+  fused model's claim is that sharing features saves compute and memory against running these.
+- A large int8 convolution: the multiply-accumulate rate this runtime reaches on this machine, against
+  which a model's achieved rate is a fraction.
+
+Latency and memory do not depend on the weights' values, so the single-task models are converted with
+freshly initialised weights (calibrated on the same images); their accuracy is not what is compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from ocrnet_edge.model.config import ModelConfig
+from ocrnet_edge.model.network import build_ocrnet
+
+from . import calibration
+from .card import build_card, embed_card
+from .export import keras_to_tflite
+
+SINGLE_TASKS = ("detect", "semantic", "instance")
+
+
+def convert_single_task_models(cfg: ModelConfig, calib: Path, out: Path, calib_images: int = 50) -> dict[str, Path]:
+    """Convert one model per task (each with its own backbone) to full int8 with a card.
+
+    Returns:
+        Task name to ``.tflite`` path.
+    """
+    from ocrnet_edge.runtime.modelfile import inspect_model
+
+    cal = calibration.scan(calib, min_images=1)
+    files = cal.files[:calib_images]
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for task in SINGLE_TASKS:
+        tcfg = dataclasses.replace(cfg, tasks=(task,))
+        net = build_ocrnet(tcfg)
+        data = keras_to_tflite(net, tcfg, lambda: ([x] for x in calibration.iter_preprocessed(files, tcfg.input_size)))
+        raw = out / f"single_{task}_int8.tflite.partial"
+        raw.write_bytes(data)
+        card = build_card(inspect_model(raw), tcfg, f"single_{task}", raw)
+        path = out / f"single_{task}_int8.tflite"
+        path.write_bytes(embed_card(data, card))
+        raw.unlink()
+        paths[task] = path
+    return paths
+
+
+def peak_conv_model(out: Path, size: int = 56, channels: int = 256) -> tuple[Path, int]:
+    """A single large int8 3x3 convolution, for the runtime's reachable MAC rate.
+
+    Returns:
+        The ``.tflite`` path and its MACs per invoke.
+    """
+    import keras
+    import tensorflow as tf
+
+    inp = keras.Input((size, size, channels), batch_size=1)
+    x = keras.layers.Conv2D(channels, 3, padding="same", activation="relu")(inp)
+    model = keras.Model(inp, x)
+    rng = np.random.default_rng(0)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.uniform(0, 1, (1, size, size, channels)).astype(np.float32)]
+                                           for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    path = out / "peak_conv_int8.tflite"
+    path.write_bytes(conv.convert())
+    return path, size * size * channels * channels * 9
