@@ -175,7 +175,7 @@ def markdown(doc: dict) -> str:
     sep = doc.get("separate")
     if sep:
         lines.append(f"- fused model against three single-task models (detection, semantic, instance; same "
-                     f"architecture code, each its own backbone), one process each, per frame: time "
+                     f"architecture code, each its own backbone), per frame: time "
                      f"{sep['fused']['ms']:.2f} ms against {sep['separate']['ms']:.2f} ms "
                      f"(**{sep['latency_ratio']:.2f}**), peak RSS {sep['fused']['peak_rss_mb']:.0f} MB against "
                      f"{sep['separate']['peak_rss_mb']:.0f} MB in one process (**{sep['memory_ratio']:.2f}**: the "

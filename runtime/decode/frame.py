@@ -69,6 +69,7 @@ def decode_outputs(
                 _mask_logits=None if masks is None else masks[i], _transform=transform, _stride=seg_stride,
             )
             for i, (c, s, b) in enumerate(zip(raw.classes, raw.scores, frame_boxes))
+            if b[2] > b[0] and b[3] > b[1]  # a box wholly inside the letterbox bars is not in the frame
         )
     semantic = logits = None
     is_labels = False
