@@ -41,7 +41,8 @@ def convert_single_task_models(cfg: ModelConfig, calib: Path, out: Path, calib_i
     for task in SINGLE_TASKS:
         tcfg = dataclasses.replace(cfg, tasks=(task,))
         net = build_ocrnet(tcfg)
-        data = keras_to_tflite(net, tcfg, lambda: ([x] for x in calibration.iter_preprocessed(files, tcfg.input_size)))
+        size = tcfg.input_size
+        data = keras_to_tflite(net, tcfg, lambda size=size: ([x] for x in calibration.iter_preprocessed(files, size)))
         raw = out / f"single_{task}_int8.tflite.partial"
         raw.write_bytes(data)
         card = build_card(inspect_model(raw), tcfg, f"single_{task}", raw)
