@@ -18,6 +18,11 @@ from ocrnet_edge.runtime.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Environm
 
 WORKSTATION_EXTRA = "pip install 'ocrnet-edge[convert]'"
 
+# One clear line per error: keep OpenCV's and FFmpeg's own warnings off the terminal (they are read
+# when the video backends load, so this must happen before cv2 is imported).
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 
 def _require_workstation(command: str) -> None:
     """Fail with one line naming the extra when TensorFlow/Keras are not installed."""

@@ -24,6 +24,8 @@ from .memory import MemoryFigures, peak_rss_mb, rss_mb
 from .sinks import JsonLinesSink, SemanticSink, VideoSink, WindowSink, frame_record
 from .sources import open_source
 
+MAX_CONSECUTIVE_ERRORS = 50
+"""Invokes failing in a row before a run gives up."""
 STAGES = ("capture", "preprocess", "invoke", "decode", "sinks", "total", "latency")
 
 
@@ -170,14 +172,23 @@ def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, 
         last_status = 0.0
         with _Stop() as stop:
             it = iter(source)
-            i = 0
+            i = invoke_errors = consecutive = 0
             while not stop.event.is_set():
                 t0 = time.perf_counter()
                 frame = next(it, None)
                 if frame is None:
                     break
                 t1 = time.perf_counter()
-                result = engine.process(frame.image)
+                try:
+                    result = engine.process(frame.image)
+                except OcrnetError:
+                    # One bad frame (an invoke that raised) does not end a live run; many in a row do.
+                    invoke_errors += 1
+                    consecutive += 1
+                    if consecutive >= MAX_CONSECUTIVE_ERRORS:
+                        raise
+                    continue
+                consecutive = 0
                 t2 = time.perf_counter()
                 times = {"capture": (t1 - t0) * 1e3, **result.times_ms}
                 annotated = None
@@ -210,7 +221,7 @@ def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, 
                     break
             summary.interrupted = stop.event.is_set()
         summary.seconds = time.perf_counter() - start
-        summary.faults = source.faults
+        summary.faults = {**source.faults, "invoke_errors": invoke_errors}
         if summary.memory:
             summary.memory = MemoryFigures(summary.memory.after_import, summary.memory.after_load,
                                            summary.memory.after_allocate, peak_rss_mb(), summary.memory.budget)

@@ -92,17 +92,36 @@ class JsonLinesSink:
                 self.f = open(target, "w", buffering=1)
             except OSError as e:
                 raise OutputError(f"{target}: cannot write JSON lines ({e.strerror})") from None
+        self._good = 0
 
     def write(self, record: dict) -> None:
+        line = json.dumps(record, separators=(",", ":")) + "\n"
         try:
-            self.f.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self.f.write(line)
             self.f.flush()
         except OSError as e:
-            raise OutputError(f"{self.target}: writing failed ({e.strerror}); lines written before are intact") from None
+            self._cut_partial_line()
+            raise OutputError(f"{self.target}: writing failed ({e.strerror}); the lines written before are intact") \
+                from None
+        if self.f is not sys.stdout:
+            self._good = self.f.tell()
+
+    def _cut_partial_line(self) -> None:
+        # A full disk can leave half a line behind: cut the file back to the last complete one.
+        if self.f is sys.stdout:
+            return
+        try:
+            fd = self.f.fileno()
+            os.ftruncate(fd, self._good)
+        except (OSError, ValueError):
+            pass
 
     def close(self) -> None:
         if self.f is not sys.stdout:
-            self.f.close()
+            try:
+                self.f.close()
+            except OSError:
+                self._cut_partial_line()
 
 
 class VideoSink:

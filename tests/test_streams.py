@@ -215,7 +215,7 @@ def _free_port() -> int:
 
 
 def _get(url: str) -> bytes:
-    for _ in range(50):
+    for _ in range(300):  # the run may take seconds to start on a loaded machine
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
                 return r.read()

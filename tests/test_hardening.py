@@ -1,0 +1,355 @@
+"""Hardening: the bad-input matrix for every command, faults during live runs, signals, a full disk, fuzzing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ocrnet_edge.cli import main
+from ocrnet_edge.runtime import errors
+from ocrnet_edge.runtime.sources import LiveSource
+
+from .conftest import PEERS, REPO
+
+CLIP = REPO / "samples" / "clip.mp4"
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, converted):
+    """Every kind of bad input, made once."""
+    d = tmp_path_factory.mktemp("bad")
+    rng = np.random.default_rng(0)
+    (d / "random.tflite").write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    data = converted.int8.read_bytes()
+    (d / "truncated.tflite").write_bytes(data[: len(data) // 2])
+    shutil.copy(converted.float32, d / "float_nocard.tflite")
+    (d / "notvideo.mp4").write_text("not a video")
+    import cv2
+
+    w = cv2.VideoWriter(str(d / "full.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30, (160, 120))
+    for i in range(40):
+        w.write(np.full((120, 160, 3), i * 5, np.uint8))
+    w.release()
+    full = (d / "full.avi").read_bytes()
+    (d / "cut.avi").write_bytes(full[: len(full) * 6 // 10])  # cut short mid-stream
+    (d / "unknown_key.yaml").write_text((REPO / "boards" / "host.yaml").read_text() + "colour: red\n")
+    (d / "wrong_type.yaml").write_text((REPO / "boards" / "host.yaml").read_text().replace("threads: 2", "threads: two"))
+    (d / "missing_field.yaml").write_text("description: x\n")
+    (d / "bad.json").write_text("{broken")
+    (d / "blocker").write_text("a file where a folder should be")
+    if (PEERS / "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite").exists():
+        shutil.copy(PEERS / "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite", d / "m_edgetpu.tflite")
+    return d
+
+
+def _cases():
+    I, M, E, O, G = errors.EXIT_INPUT, errors.EXIT_MODEL, errors.EXIT_ENVIRONMENT, errors.EXIT_OUTPUT, errors.EXIT_GATE
+    return [
+        # (command line, exit code, message fragment)
+        ("run {b}/missing.tflite --source {clip}", I, "model file not found"),
+        ("run {b}/random.tflite --source {clip}", M, "not a TFLite model"),
+        ("run {b}/truncated.tflite --source {clip}", M, "truncated or malformed"),
+        ("run {b}/float_nocard.tflite --source {clip}", M, "no model card"),
+        ("run {int8} --source {b}/missing.mp4", I, "no such file"),
+        ("run {int8} --source {b}/notvideo.mp4", I, "cannot open as a video"),
+        ("run {int8} --source {clip} --board rpi9", I, "unknown board 'rpi9'"),
+        ("run {int8} --source {clip} --board {b}/unknown_key.yaml", I, "unknown key 'colour'"),
+        ("run {int8} --source {clip} --board {b}/wrong_type.yaml", I, "threads must be a int"),
+        ("run {int8} --source {clip} --board {b}/missing_field.yaml", I, "missing fields"),
+        ("run {int8} --source {clip} --card {b}/bad.json", M, "not a JSON model card"),
+        ("run {int8} --source {clip} --json-out {b}/blocker/x.jsonl", O, "cannot write JSON lines"),
+        ("run {int8} --source {clip} --save {b}/blocker/x.avi", O, "cannot be written"),
+        ("run {int8} --source {clip} --save {b}/x.mov", I, "video sinks write"),
+        ("bench {b}/missing.tflite", I, "model file not found"),
+        ("bench {int8} --board rpi9", I, "unknown board"),
+        ("report {b}/missing.json -o {b}/rep", I, "results file not found"),
+        ("report {b}/bad.json -o {b}/rep", I, "not a benchmark JSON file"),
+        ("check-edgetpu {b}/missing.tflite", I, "model file not found"),
+        ("check-edgetpu {b}/random.tflite", M, "not a TFLite model"),
+        ("check-edgetpu {b}/truncated.tflite", M, "truncated or malformed"),
+        ("check-edgetpu {float32}", G, "is float32, not 8-bit"),
+        ("doctor --board rpi9", I, "unknown board"),
+        ("eval {b}/missing.tflite --data {data}", I, "model file not found"),
+        ("eval {b}/random.tflite --data {data}", M, "not a TFLite model"),
+        ("eval {int8} --data {b}/nodata", I, "dataset folder not found"),
+        ("train --data {b}/nodata --out {b}/run", I, "dataset folder not found"),
+        ("convert {b}/random.tflite --out {b}/c", M, "not a Keras model"),
+    ]
+
+
+@pytest.mark.parametrize("line, code, message", _cases())
+def test_bad_input_matrix(line, code, message, bad_files, converted, small_dataset, capsys):
+    argv = line.format(b=bad_files, clip=CLIP, int8=converted.int8, float32=converted.float32,
+                       data=small_dataset).split()
+    rc = main([*argv, "--quiet"] if argv[0] in ("run", "bench") else argv)
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("INFO:")]
+    assert rc == code, err
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_edgetpu_build_without_tpu_one_line(bad_files, capsys):
+    if not (bad_files / "m_edgetpu.tflite").exists():
+        pytest.skip("../shared/peers is not beside the repository")
+    card = bad_files / "deeplab.json"
+    card.write_text(json.dumps({"format": "ocrnet-edge-card/1", "input": {"size": 513, "resize": "stretch"},
+                                "outputs": {"labels": {"role": "seg_labels", "tensor": "ArgMax"}}}))
+    rc = main(["run", str(bad_files / "m_edgetpu.tflite"), "--card", str(card), "--source", str(CLIP), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == errors.EXIT_MODEL and "needs the TPU" in err[-1] and len([e for e in err if e.startswith("error")]) == 1
+
+
+def test_model_that_fails_at_invoke(capsys, tmp_path):
+    model = PEERS / "invalid_model_invoking_error.tflite"
+    if not model.exists():
+        pytest.skip("../shared/peers is not beside the repository")
+    card = tmp_path / "c.json"
+    card.write_text(json.dumps({"format": "ocrnet-edge-card/1", "input": {"size": 16},
+                                "outputs": {"x": {"role": "seg_labels", "tensor": "nothing"}}}))
+    rc = main(["run", str(model), "--card", str(card), "--source", str(CLIP), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == errors.EXIT_MODEL and err[-1].startswith("error: ")
+
+
+def test_cut_video_ends_cleanly_and_is_counted(bad_files, converted, tmp_path):
+    summary = tmp_path / "s.json"
+    assert main(["run", str(converted.int8), "--source", str(bad_files / "cut.avi"), "--quiet",
+                 "--summary", str(summary)]) == 0
+    s = json.loads(summary.read_text())
+    assert 0 < s["frames"] < 40
+
+
+def test_sigterm_finalizes_video_and_json(converted, tmp_path):
+    out_json, video = tmp_path / "r.jsonl", tmp_path / "r.avi"
+    p = subprocess.Popen([sys.executable, "-m", "ocrnet_edge", "run", str(converted.int8), "--source",
+                          "synthetic://?seed=1&size=160x120&fps=30", "--board", "host", "--json-out", str(out_json),
+                          "--save", str(video), "--quiet"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out_json.exists() or len(out_json.read_text().splitlines()) < 5):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == errors.EXIT_INTERRUPTED, err
+    lines = [json.loads(x) for x in out_json.read_text().splitlines()]
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(lines) >= 5
+    assert "interrupted" in err and "Traceback" not in err
+
+
+def test_full_disk_keeps_what_was_written(converted, tmp_path):
+    out_json = tmp_path / "r.jsonl"
+    limit = 20_000  # bytes: a disk that fills up a few frames in
+
+    def cap():
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    p = subprocess.run([sys.executable, "-m", "ocrnet_edge", "run", str(converted.int8), "--source", str(CLIP),
+                        "--board", "host", "--json-out", str(out_json), "--quiet", "--score", "0.001"],
+                       preexec_fn=cap, capture_output=True, text=True, timeout=300)
+    assert p.returncode == errors.EXIT_OUTPUT, p.stderr
+    err = [ln for ln in p.stderr.splitlines() if ln.startswith("error")]
+    assert len(err) == 1 and "writing failed" in err[0] and "Traceback" not in p.stderr
+    text = out_json.read_text()
+    assert text.endswith("\n") and len(text) <= limit
+    frames = [json.loads(x)["frame"] for x in text.splitlines()]
+    assert frames == list(range(len(frames))) and frames
+
+
+def test_live_faults_are_counted_and_the_run_goes_on(converted):
+    from ocrnet_edge.runtime import run as run_mod
+    from ocrnet_edge.runtime.boards import load_board
+    from ocrnet_edge.runtime.engine import EngineOptions
+    from ocrnet_edge.runtime.run import RunOptions, run
+
+    state = {"reads": 0, "opens": 0}
+
+    def opener():
+        state["opens"] += 1
+
+        def read():
+            state["reads"] += 1
+            n = state["reads"]
+            time.sleep(0.002)
+            if n % 7 == 0:
+                return False, None  # fails every 7th read
+            if n % 11 == 0:
+                return True, np.zeros((0, 0, 3), np.uint8)  # an empty frame
+            if n % 13 == 0:
+                return True, np.zeros((90, 120, 3), np.uint8)  # another size
+            if 40 <= n < 46:
+                return False, None  # a disconnection: several failures in a row
+            return True, np.full((120, 160, 3), n % 255, np.uint8)
+        return read, lambda: None
+
+    src = LiveSource(opener, "faulty camera", colour="bgr", fail_after=4, max_frames=80)
+    original = run_mod.open_source
+    run_mod.open_source = lambda *a, **k: src
+    try:
+        summary = run(converted.int8, RunOptions(source="faulty", board=load_board("host"),
+                                                 engine=EngineOptions(threads=1), status=False))
+    finally:
+        run_mod.open_source = original
+    f = summary.faults
+    assert summary.frames > 10
+    assert f["read_failures"] >= 5 and f["empty_frames"] >= 1 and f["size_changes"] >= 1 and f["reconnects"] >= 1
+
+
+def test_invoke_errors_are_counted(converted, monkeypatch):
+    from ocrnet_edge.runtime.boards import load_board
+    from ocrnet_edge.runtime.engine import Engine, EngineOptions
+    from ocrnet_edge.runtime.run import RunOptions, run
+
+    real = Engine.process
+    calls = {"n": 0}
+
+    def flaky(self, frame):
+        calls["n"] += 1
+        if calls["n"] % 5 == 0:
+            raise errors.ModelError("invoke failed (simulated)")
+        return real(self, frame)
+
+    monkeypatch.setattr(Engine, "process", flaky)
+    summary = run(converted.int8, RunOptions(source=str(CLIP), board=load_board("host"),
+                                             engine=EngineOptions(threads=1), max_frames=20, status=False))
+    assert summary.frames == 20 and summary.faults["invoke_errors"] >= 4
+
+
+# Fuzzing ---------------------------------------------------------------------------------------------
+
+SIZE = 128
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31), scale=st.floats(1e-4, 0.5), zp=st.integers(-128, 127),
+       frame_w=st.integers(16, 400), frame_h=st.integers(16, 400), threshold=st.floats(0, 1))
+def test_decoders_never_raise_and_keep_boxes_in_frame(seed, scale, zp, frame_w, frame_h, threshold):
+    from ocrnet_edge.runtime.contract import num_locations
+    from ocrnet_edge.runtime.decode import DecodeOptions, Quant
+    from ocrnet_edge.runtime.decode.frame import decode_outputs
+    from ocrnet_edge.runtime.preprocess import plan
+
+    rng = np.random.default_rng(seed)
+    n, g = num_locations(SIZE), SIZE // 4
+    q = Quant(scale, zp)
+    raw = {name: rng.integers(-128, 128, shape, dtype=np.int8) for name, shape in {
+        "det_scores": (1, n, 4), "det_boxes": (1, n, 4), "det_coeffs": (1, n, 8),
+        "seg_logits": (1, g, g, 5), "mask_protos": (1, g, g, 8)}.items()}
+    t = plan(frame_w, frame_h, SIZE, "letterbox" if seed % 2 else "stretch")
+    res = decode_outputs(raw, t, options=DecodeOptions(score_threshold=threshold, max_detections=20),
+                         quants={k: q for k in raw})
+    for d in res.detections:
+        x0, y0, x1, y1 = d.box
+        assert 0 <= x0 < x1 <= frame_w and 0 <= y0 < y1 <= frame_h
+        assert d.mask().shape == (frame_h, frame_w)
+    assert res.semantic_frame().shape == (frame_h, frame_w)
+
+
+@settings(max_examples=80, deadline=None)
+@given(doc=st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=5),
+                        max_leaves=20))
+def test_card_parser_with_random_documents(doc):
+    from ocrnet_edge.runtime.card import parse_card
+
+    try:
+        parse_card(doc)
+    except errors.ModelError:
+        pass
+
+
+@settings(max_examples=80, deadline=None)
+@given(doc=st.dictionaries(st.sampled_from(["description", "cpu", "ram_mb", "memory_budget_mb", "threads", "backends",
+                                            "input_size", "sizes", "camera", "camera_width", "camera_height",
+                                            "camera_fps", "basis", "other"]),
+                           st.none() | st.integers(-5, 5000) | st.text(max_size=10) | st.lists(st.integers(0, 500),
+                                                                                             max_size=3),
+                           max_size=14))
+def test_board_loader_with_random_documents(doc, tmp_path_factory):
+    import yaml
+
+    from ocrnet_edge.runtime.boards import parse_board
+
+    try:
+        parse_board(yaml.safe_dump(doc), Path("fuzz.yaml"))
+    except errors.InputError as e:
+        assert str(e).startswith("fuzz.yaml:")
+
+
+def test_model_loader_with_mutated_flatbuffers(converted, tmp_path):
+    """Mutations in a subprocess: a crash of native code would show as a signal, not a pass."""
+    code = f"""
+import numpy as np
+from pathlib import Path
+from ocrnet_edge.runtime.engine import Engine
+from ocrnet_edge.runtime.errors import OcrnetError
+data = bytearray(Path({str(converted.int8)!r}).read_bytes())
+rng = np.random.default_rng(5)
+refused = ran = 0
+for i in range(120):
+    m = bytearray(data)
+    for pos in rng.integers(0, len(m), int(rng.integers(1, 30))):
+        m[pos] = int(rng.integers(0, 256))
+    p = Path({str(tmp_path)!r}) / "m.tflite"
+    p.write_bytes(bytes(m))
+    try:
+        with Engine.open(p) as e:
+            e.process(np.zeros((40, 60, 3), np.uint8))
+        ran += 1
+    except OcrnetError:
+        refused += 1
+print(refused, ran)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    refused, ran = map(int, p.stdout.split()[-2:])
+    assert refused + ran == 120
+
+
+def test_viewer_token_and_client_bound(converted):
+    import urllib.error
+    import urllib.request
+
+    from ocrnet_edge.runtime.viewer import MAX_CLIENTS, Viewer
+
+    v = Viewer.start("127.0.0.1:0", token="s3cret", budget_mb=100)
+    base = f"http://127.0.0.1:{v.address[1]}"
+    try:
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(base + "/stats.json", timeout=5)
+        with urllib.request.urlopen(base + "/stats.json?token=s3cret", timeout=5) as r:
+            assert json.loads(r.read())["budget_mb"] == 100
+        for path in ("/etc/passwd", "/../runtime/viewer.py", "/%2e%2e/README.md"):
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(base + path + "?token=s3cret", timeout=5)
+        streams = [urllib.request.urlopen(base + "/stream.mjpg?token=s3cret", timeout=5) for _ in range(MAX_CLIENTS)]
+        with pytest.raises(urllib.error.HTTPError, match="503"):
+            urllib.request.urlopen(base + "/stream.mjpg?token=s3cret", timeout=5)
+        for s in streams:
+            s.close()
+    finally:
+        v.close()
+
+
+def test_short_soak_memory_threads_files_flat(converted):
+    from ocrnet_edge.perf import soak
+
+    r = soak(converted.int8, 2000, threads=1)
+    assert r["rss_growth_mb"] < 2.0, r
+    assert r["threads_growth"] == 0 and r["open_files_growth"] == 0, r
+    assert os.path.exists(converted.int8)
