@@ -54,7 +54,7 @@ def bad_files(tmp_path_factory, converted):
 
 
 def _cases():
-    inp, M, O, G = errors.EXIT_INPUT, errors.EXIT_MODEL, errors.EXIT_OUTPUT, errors.EXIT_GATE
+    inp, M, out, G = errors.EXIT_INPUT, errors.EXIT_MODEL, errors.EXIT_OUTPUT, errors.EXIT_GATE
     return [
         # (command line, exit code, message fragment)
         ("run {b}/missing.tflite --source {clip}", inp, "model file not found"),
@@ -68,8 +68,8 @@ def _cases():
         ("run {int8} --source {clip} --board {b}/wrong_type.yaml", inp, "threads must be a int"),
         ("run {int8} --source {clip} --board {b}/missing_field.yaml", inp, "missing fields"),
         ("run {int8} --source {clip} --card {b}/bad.json", M, "not a JSON model card"),
-        ("run {int8} --source {clip} --json-out {b}/blocker/x.jsonl", O, "cannot write JSON lines"),
-        ("run {int8} --source {clip} --save {b}/blocker/x.avi", O, "cannot be written"),
+        ("run {int8} --source {clip} --json-out {b}/blocker/x.jsonl", out, "cannot write JSON lines"),
+        ("run {int8} --source {clip} --save {b}/blocker/x.avi", out, "cannot be written"),
         ("run {int8} --source {clip} --save {b}/x.mov", inp, "video sinks write"),
         ("bench {b}/missing.tflite", inp, "model file not found"),
         ("bench {int8} --board rpi9", inp, "unknown board"),
