@@ -12,6 +12,7 @@ PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0,
                     [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
                     [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128]], np.uint8)
 """RGB colours by class id (semantic ids; thing ``k`` uses ``k + 1``)."""
+_LUT = np.ascontiguousarray(PALETTE[np.arange(256) % len(PALETTE)].reshape(256, 1, 3))
 
 
 def colour(class_id: int) -> tuple[int, int, int]:
@@ -32,13 +33,19 @@ def annotate(frame: np.ndarray, result: FrameResult, semantic: bool = True, mask
         sem = result.semantic_frame()
         fg = sem > 0
         if fg.any():
-            img[fg] = (img[fg] * 0.55 + PALETTE[sem[fg] % len(PALETTE)] * 0.45).astype(np.uint8)
+            colours = cv2.applyColorMap(sem, _LUT)  # the LUT is in RGB order already, as is img
+            tint = cv2.addWeighted(img, 0.55, colours, 0.45, 0.0)
+            cv2.copyTo(tint, fg.view(np.uint8), img)
     for d in result.detections:
         c = colour(d.category + 1)
         if masks and d.has_mask:
             m = d.mask()
             if m is not None and m.any():
-                img[m] = (img[m] * 0.5 + np.array(c) * 0.5).astype(np.uint8)
+                x0, y0, x1, y1 = (int(v) for v in (np.floor(d.box[0]), np.floor(d.box[1]),
+                                                   np.ceil(d.box[2]), np.ceil(d.box[3])))
+                roi, mroi = img[y0:y1, x0:x1], m[y0:y1, x0:x1]  # the mask lies inside its box
+                tint = cv2.addWeighted(roi, 0.5, np.full_like(roi, c), 0.5, 0.0)
+                np.copyto(roi, tint, where=mroi[..., None])
         x0, y0, x1, y1 = (int(round(v)) for v in d.box)
         cv2.rectangle(img, (x0, y0), (x1, y1), c, 2)
         text = f"{d.label} {d.score:.2f}"

@@ -63,11 +63,16 @@ class FrameResult:
     _seg_quant: Quant = field(default=FLOAT, repr=False, compare=False)
     _seg_stride: float = field(default=4, repr=False, compare=False)
     _seg_is_labels: bool = field(default=False, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def semantic_frame(self) -> np.ndarray | None:
         """(frame_h, frame_w) uint8 class ids, resampled from the logits now; None without a semantic head."""
         if self._seg_logits is None:
             return None
-        if self._seg_is_labels:
-            return labels_to_frame(self._seg_logits, self.transform, self._seg_stride)
-        return semantic_to_frame(self._seg_logits, self.transform, self._seg_stride, self._seg_quant)
+        if "semantic" not in self._cache:  # computed once, however many sinks ask
+            if self._seg_is_labels:
+                self._cache["semantic"] = labels_to_frame(self._seg_logits, self.transform, self._seg_stride)
+            else:
+                self._cache["semantic"] = semantic_to_frame(self._seg_logits, self.transform, self._seg_stride,
+                                                            self._seg_quant)
+        return self._cache["semantic"]

@@ -27,16 +27,12 @@ def semantic_to_frame(logits: np.ndarray, transform: Transform, stride: float, q
         stride: Input pixels per logit cell.
         quant: Quantization of ``logits``.
     """
-    grid = quant.dequantize(logits.reshape(logits.shape[-3:]))
-    m = transform.frame_to_grid(stride)
-    planes = [
-        cv2.warpAffine(
-            np.ascontiguousarray(grid[..., c]), m, (transform.frame_w, transform.frame_h),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
-        )
-        for c in range(grid.shape[-1])
-    ]
-    return np.argmax(np.stack(planes, axis=-1), axis=-1).astype(np.uint8)
+    grid = np.ascontiguousarray(quant.dequantize(logits.reshape(logits.shape[-3:])))
+    up = cv2.warpAffine(
+        grid, transform.frame_to_grid(stride), (transform.frame_w, transform.frame_h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+    )
+    return np.argmax(up.reshape(transform.frame_h, transform.frame_w, -1), axis=-1).astype(np.uint8)
 
 
 def labels_to_frame(labels: np.ndarray, transform: Transform, stride: float) -> np.ndarray:
