@@ -68,3 +68,14 @@ def converted(tiny_model, calib_dir, tmp_path_factory):
     # An untrained model's near-tied logits make its int8 metrics arbitrary: the gate is tested on its own.
     opts = ConvertOptions(calib=calib_dir, min_calib=10, heldout_images=6, name="tiny", max_drop=100.0, progress=False)
     return convert_model(tiny_model, out, opts)
+
+
+@pytest.fixture(scope="session")
+def roomy_board(tmp_path_factory):
+    """The host profile with a budget for a test process that also holds TensorFlow and JAX (over 1 GB):
+    runs inside pytest measure the whole pytest process, not a device process."""
+    text = (REPO / "boards" / "host.yaml").read_text()
+    text = text.replace("ram_mb: 16384", "ram_mb: 65536").replace("memory_budget_mb: 1024", "memory_budget_mb: 65536")
+    path = tmp_path_factory.mktemp("boards") / "roomy.yaml"
+    path.write_text(text)
+    return path

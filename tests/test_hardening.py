@@ -89,9 +89,11 @@ def _cases():
 
 
 @pytest.mark.parametrize("line, code, message", _cases())
-def test_bad_input_matrix(line, code, message, bad_files, converted, small_dataset, capsys):
+def test_bad_input_matrix(line, code, message, bad_files, converted, small_dataset, roomy_board, capsys):
     argv = line.format(b=bad_files, clip=CLIP, int8=converted.int8, float32=converted.float32,
                        data=small_dataset).split()
+    if argv[0] == "run" and "--board" not in argv:
+        argv += ["--board", str(roomy_board)]
     rc = main([*argv, "--quiet"] if argv[0] in ("run", "bench") else argv)
     err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("INFO:")]
     assert rc == code, err
@@ -105,7 +107,8 @@ def test_edgetpu_build_without_tpu_one_line(bad_files, capsys):
     card = bad_files / "deeplab.json"
     card.write_text(json.dumps({"format": "ocrnet-edge-card/1", "input": {"size": 513, "resize": "stretch"},
                                 "outputs": {"labels": {"role": "seg_labels", "tensor": "ArgMax"}}}))
-    rc = main(["run", str(bad_files / "m_edgetpu.tflite"), "--card", str(card), "--source", str(CLIP), "--quiet"])
+    rc = main(["run", str(bad_files / "m_edgetpu.tflite"), "--card", str(card), "--source", str(CLIP), "--quiet",
+               "--board", "host"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == errors.EXIT_MODEL and "needs the TPU" in err[-1] and len([e for e in err if e.startswith("error")]) == 1
 
@@ -122,9 +125,9 @@ def test_model_that_fails_at_invoke(capsys, tmp_path):
     assert rc == errors.EXIT_MODEL and err[-1].startswith("error: ")
 
 
-def test_cut_video_ends_cleanly_and_is_counted(bad_files, converted, tmp_path):
+def test_cut_video_ends_cleanly_and_is_counted(bad_files, converted, roomy_board, tmp_path):
     summary = tmp_path / "s.json"
-    assert main(["run", str(converted.int8), "--source", str(bad_files / "cut.avi"), "--quiet",
+    assert main(["run", str(converted.int8), "--source", str(bad_files / "cut.avi"), "--quiet", "--board", str(roomy_board),
                  "--summary", str(summary)]) == 0
     s = json.loads(summary.read_text())
     assert 0 < s["frames"] < 40
@@ -171,7 +174,7 @@ def test_full_disk_keeps_what_was_written(converted, tmp_path):
     assert frames == list(range(len(frames))) and frames
 
 
-def test_live_faults_are_counted_and_the_run_goes_on(converted):
+def test_live_faults_are_counted_and_the_run_goes_on(converted, roomy_board):
     from ocrnet_edge.runtime import run as run_mod
     from ocrnet_edge.runtime.boards import load_board
     from ocrnet_edge.runtime.engine import EngineOptions
@@ -201,7 +204,7 @@ def test_live_faults_are_counted_and_the_run_goes_on(converted):
     original = run_mod.open_source
     run_mod.open_source = lambda *a, **k: src
     try:
-        summary = run(converted.int8, RunOptions(source="faulty", board=load_board("host"),
+        summary = run(converted.int8, RunOptions(source="faulty", board=load_board(roomy_board),
                                                  engine=EngineOptions(threads=1), status=False))
     finally:
         run_mod.open_source = original
@@ -210,7 +213,7 @@ def test_live_faults_are_counted_and_the_run_goes_on(converted):
     assert f["read_failures"] >= 5 and f["empty_frames"] >= 1 and f["size_changes"] >= 1 and f["reconnects"] >= 1
 
 
-def test_invoke_errors_are_counted(converted, monkeypatch):
+def test_invoke_errors_are_counted(converted, roomy_board, monkeypatch):
     from ocrnet_edge.runtime.boards import load_board
     from ocrnet_edge.runtime.engine import Engine, EngineOptions
     from ocrnet_edge.runtime.run import RunOptions, run
@@ -225,7 +228,7 @@ def test_invoke_errors_are_counted(converted, monkeypatch):
         return real(self, frame)
 
     monkeypatch.setattr(Engine, "process", flaky)
-    summary = run(converted.int8, RunOptions(source=str(CLIP), board=load_board("host"),
+    summary = run(converted.int8, RunOptions(source=str(CLIP), board=load_board(roomy_board),
                                              engine=EngineOptions(threads=1), max_frames=20, status=False))
     assert summary.frames == 20 and summary.faults["invoke_errors"] >= 4
 

@@ -118,14 +118,14 @@ DEEPLAB_CARD = {
 @pytest.mark.skipif(not (PEERS / "bird_segmentation.bmp").exists(), reason="no ../shared/peers")
 @pytest.mark.parametrize("model, minimum", [("deeplabv3_mnv2_pascal_quant.tflite", 0.90),
                                             ("deeplabv3_mnv2_dm05_pascal_quant.tflite", 0.90)])
-def test_coral_deeplab_agrees_with_reference_label_map(model, minimum, tmp_path):
+def test_coral_deeplab_agrees_with_reference_label_map(model, minimum, roomy_board, tmp_path):
     import cv2
 
     card = tmp_path / "deeplab.card.json"
     card.write_text(json.dumps(DEEPLAB_CARD))
     out = tmp_path / "sem"
     rc = main(["run", str(PEERS / model), "--card", str(card), "--source", str(PEERS / "bird_segmentation.bmp"),
-               "--save-semantic", str(out), "--board", "host", "--quiet"])
+               "--save-semantic", str(out), "--board", str(roomy_board), "--quiet"])
     assert rc == 0
     ours = cv2.imread(str(out / "bird_segmentation.png"), cv2.IMREAD_UNCHANGED)
     ref = cv2.imread(str(PEERS / "bird_segmentation_mask.bmp"), cv2.IMREAD_UNCHANGED)

@@ -151,9 +151,9 @@ def test_http_mjpeg_stream_source():
         server.shutdown()
 
 
-def test_run_writes_json_video_and_label_maps(converted, tmp_path):
+def test_run_writes_json_video_and_label_maps(converted, roomy_board, tmp_path):
     out_json, video, sem = tmp_path / "r.jsonl", tmp_path / "r.avi", tmp_path / "sem"
-    rc = main(["run", str(converted.int8), "--source", str(CLIP), "--board", "host", "--json-out", str(out_json),
+    rc = main(["run", str(converted.int8), "--source", str(CLIP), "--board", str(roomy_board), "--json-out", str(out_json),
                "--save", str(video), "--save-semantic", str(sem), "--max-frames", "12", "--quiet",
                "--score", "0.0001"])
     assert rc == 0
@@ -173,7 +173,7 @@ def test_run_writes_json_video_and_label_maps(converted, tmp_path):
     assert not list(tmp_path.glob("*.partial*"))
 
 
-def test_viewer_serves_page_stream_and_figures(converted):
+def test_viewer_serves_page_stream_and_figures(converted, roomy_board):
     from ocrnet_edge.runtime.viewer import Viewer
 
     port = _free_port()
@@ -181,7 +181,8 @@ def test_viewer_serves_page_stream_and_figures(converted):
 
     def go():
         result["rc"] = main(["run", str(converted.int8), "--source", "synthetic://?seed=2&size=160x120&fps=20",
-                             "--board", "host", "--serve", f"127.0.0.1:{port}", "--max-frames", "60", "--quiet"])
+                             "--board", str(roomy_board), "--serve", f"127.0.0.1:{port}", "--max-frames", "60",
+                             "--quiet"])
 
     t = threading.Thread(target=go)
     t.start()
@@ -197,7 +198,7 @@ def test_viewer_serves_page_stream_and_figures(converted):
     assert img.shape == (120, 160, 3)
     time.sleep(0.5)
     s2 = json.loads(_get(base + "/stats.json"))
-    assert s2["frames"] > s1["frames"] and s2["budget_mb"] == 1024
+    assert s2["frames"] > s1["frames"] and s2["budget_mb"] == 65536
     with pytest.raises(urllib.error.HTTPError, match="404"):
         _get(base + "/../../etc/passwd")
     t.join(30)

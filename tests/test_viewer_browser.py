@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
                                 reason="Chromium and ChromeDriver from Debian are not installed (.ci/run installs them)")
 
 
-def test_page_loads_stream_shows_frames_and_figures_update(converted, tmp_path):
+def test_page_loads_stream_shows_frames_and_figures_update(converted, roomy_board, tmp_path):
     from PIL import Image
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -27,7 +27,7 @@ def test_page_loads_stream_shows_frames_and_figures_update(converted, tmp_path):
     port = _free_port()
     rc = {}
     t = threading.Thread(target=lambda: rc.setdefault("rc", main([
-        "run", str(converted.int8), "--source", "synthetic://?seed=4&size=320x240&fps=15", "--board", "host",
+        "run", str(converted.int8), "--source", "synthetic://?seed=4&size=320x240&fps=15", "--board", str(roomy_board),
         "--serve", f"127.0.0.1:{port}", "--max-frames", "150", "--quiet"])))
     t.start()
     _get(f"http://127.0.0.1:{port}/stats.json")  # wait until it serves
@@ -53,7 +53,7 @@ def test_page_loads_stream_shows_frames_and_figures_update(converted, tmp_path):
         second = int(driver.find_element("id", "frames").text)
         assert second > first > 0
         assert float(driver.find_element("id", "fps").text) > 0
-        assert "/ 1024 MB" in driver.find_element("id", "memory").text
+        assert "/ 65536 MB" in driver.find_element("id", "memory").text
     finally:
         driver.quit()
         t.join(60)
