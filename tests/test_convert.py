@@ -274,3 +274,16 @@ def test_check_edgetpu_on_coral_models(capsys):
     assert main(["check-edgetpu", str(peers / "deeplabv3_mnv2_dm05_pascal_quant.tflite")]) == errors.EXIT_GATE
     out = capsys.readouterr()
     assert "op 71 ARG_MAX: not an Edge TPU op" in out.out and out.err.startswith("error: ")
+
+
+def test_board_sets_size_and_eval_accepts_the_tflite(tiny_model, calib_dir, small_dataset, tmp_path, capsys):
+    rc = main(["convert", str(tiny_model), "--out", str(tmp_path), "--calib", str(calib_dir), "--min-calib", "10",
+               "--heldout-images", "2", "--board", "rpi-zero-2w", "--name", "z", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    info = inspect_model(tmp_path / "z_int8.tflite")
+    assert info.card()["input"]["size"] == 256  # the Pi Zero 2 W profile's input size
+    out = tmp_path / "m.json"
+    assert main(["eval", str(tmp_path / "z_int8.tflite"), "--data", str(small_dataset), "--json", str(out),
+                 "--quiet"]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["format"] == "tflite" and 0.0 <= metrics["miou"] <= 1.0 and metrics["images"] == 12
