@@ -7,6 +7,7 @@ build that cannot run here with a line naming the CPU build to use instead.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,8 +180,7 @@ class Engine:
         result = self.decode(outputs, transform)
         t3 = time.perf_counter()
         times = {"preprocess": (t1 - t0) * 1e3, "invoke": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
-        return FrameResult(result.detections, result.semantic, transform, times, result._seg_logits,
-                           result._seg_quant, result._seg_stride, result._seg_is_labels)
+        return dataclasses.replace(result, times_ms=times)
 
     def invoke_raw(self, frame: np.ndarray) -> tuple[dict[str, np.ndarray], object]:
         """Preprocess and invoke only: copies of the raw outputs (by role) and the transform."""
