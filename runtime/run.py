@@ -21,7 +21,7 @@ from .draw import annotate
 from .engine import Engine, EngineOptions
 from .errors import OcrnetError
 from .memory import MemoryFigures, peak_rss_mb, rss_mb
-from .sinks import JsonLinesSink, SemanticSink, VideoSink, WindowSink, frame_record
+from .sinks import BackgroundSink, JsonLinesSink, SemanticSink, VideoSink, WindowSink, frame_record
 from .sources import open_source
 
 MAX_CONSECUTIVE_ERRORS = 50
@@ -156,8 +156,8 @@ def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, 
         b = options.board
         source = open_source(options.source, options.realtime, (b.camera_width, b.camera_height), b.camera_fps)
         json_sink = JsonLinesSink(options.json_out) if options.json_out else None
-        video = VideoSink(options.save, getattr(source, "fps", b.camera_fps), options.semantic_overlay) \
-            if options.save else None
+        video = BackgroundSink(VideoSink(options.save, getattr(source, "fps", b.camera_fps), options.semantic_overlay),
+                               drop=source.live) if options.save else None
         sem_sink = SemanticSink(options.save_semantic) if options.save_semantic else None
         window = WindowSink() if options.show else None
         viewer = None
@@ -221,7 +221,8 @@ def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, 
                     break
             summary.interrupted = stop.event.is_set()
         summary.seconds = time.perf_counter() - start
-        summary.faults = {**source.faults, "invoke_errors": invoke_errors}
+        summary.faults = {**source.faults, "invoke_errors": invoke_errors,
+                          "sink_drops": video.dropped if video else 0}
         if summary.memory:
             summary.memory = MemoryFigures(summary.memory.after_import, summary.memory.after_load,
                                            summary.memory.after_allocate, peak_rss_mb(), summary.memory.budget)

@@ -209,3 +209,57 @@ class WindowSink:
 
     def close(self) -> None:
         cv2.destroyWindow(self.title)
+
+
+class BackgroundSink:
+    """Runs a sink's writes in its own thread behind a bounded queue, so a slow disk never stalls a live run.
+
+    With ``drop=True`` (live sources) a full queue drops the frame and counts it; with ``drop=False``
+    (files, where every frame must be written) the run waits for the disk instead.
+
+    Args:
+        sink: An object with ``write(*args)`` and ``close()``.
+        drop: Drop frames when the queue is full instead of waiting.
+        depth: Queue length.
+    """
+
+    def __init__(self, sink, drop: bool, depth: int = 8):
+        import queue
+        import threading
+
+        self.sink, self.drop = sink, drop
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._full = queue.Full
+        self._thread = threading.Thread(target=self._loop, name=f"sink-{type(sink).__name__}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.sink.write(*item)
+                except BaseException as e:  # reported on the next write or at close
+                    self.error = e
+
+    def write(self, *args) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.drop:
+            try:
+                self._queue.put_nowait(args)
+            except self._full:
+                self.dropped += 1
+        else:
+            self._queue.put(args)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self.sink.close()
+        if self.error is not None:
+            raise self.error

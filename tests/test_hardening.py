@@ -356,3 +356,56 @@ def test_short_soak_memory_threads_files_flat(converted):
     assert r["rss_growth_mb"] < 2.0, r
     assert r["threads_growth"] == 0 and r["open_files_growth"] == 0, r
     assert os.path.exists(converted.int8)
+
+
+def test_slow_disk_never_stalls_a_live_run(converted, roomy_board, tmp_path, monkeypatch):
+    from ocrnet_edge.runtime import sinks
+    from ocrnet_edge.runtime.boards import load_board
+    from ocrnet_edge.runtime.engine import EngineOptions
+    from ocrnet_edge.runtime.run import RunOptions, run
+
+    real = sinks.VideoSink.write
+
+    def slow(self, *a):
+        time.sleep(0.2)  # a disk that takes 200 ms per frame
+        return real(self, *a)
+
+    monkeypatch.setattr(sinks.VideoSink, "write", slow)
+    t0 = time.perf_counter()
+    summary = run(converted.int8, RunOptions(source="synthetic://?seed=3&size=160x120&fps=100&frames=60",
+                                             board=load_board(roomy_board), engine=EngineOptions(threads=1),
+                                             save=tmp_path / "v.avi", status=False))
+    assert summary.faults["sink_drops"] > 0 and summary.frames > 20
+    assert time.perf_counter() - t0 < 0.2 * summary.frames  # the loop did not wait for the disk
+    # A file source keeps every frame instead: the run waits for the disk.
+    summary = run(converted.int8, RunOptions(source=str(CLIP), board=load_board(roomy_board), max_frames=8,
+                                             engine=EngineOptions(threads=1), save=tmp_path / "f.avi", status=False))
+    import cv2
+
+    assert summary.faults["sink_drops"] == 0
+    assert int(cv2.VideoCapture(str(tmp_path / "f.avi")).get(cv2.CAP_PROP_FRAME_COUNT)) == 8
+
+
+def test_slow_viewer_client_never_stalls_the_pipeline(converted, roomy_board):
+    import socket
+    import threading
+
+    from .test_streams import _free_port, _get
+
+    port = _free_port()
+    rc = {}
+    t = threading.Thread(target=lambda: rc.setdefault("rc", main([
+        "run", str(converted.int8), "--source", "synthetic://?seed=4&size=320x240&fps=50", "--board",
+        str(roomy_board), "--serve", f"127.0.0.1:{port}", "--max-frames", "150", "--quiet"])))
+    t.start()
+    _get(f"http://127.0.0.1:{port}/stats.json")
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # ... and never read
+    before = json.loads(_get(f"http://127.0.0.1:{port}/stats.json"))["frames"]
+    time.sleep(1.0)
+    after = json.loads(_get(f"http://127.0.0.1:{port}/stats.json"))["frames"]
+    assert after > before + 10
+    t.join(60)
+    s.close()
+    assert rc.get("rc") == 0
