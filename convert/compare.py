@@ -76,3 +76,32 @@ def peak_conv_model(out: Path, size: int = 56, channels: int = 256) -> tuple[Pat
     path = out / "peak_conv_int8.tflite"
     path.write_bytes(conv.convert())
     return path, size * size * channels * channels * 9
+
+
+def convert_sizes(model_path: Path, sizes: list[int], calib: Path, out: Path, calib_images: int = 100,
+                  float32: bool = False) -> list[Path]:
+    """A trained model converted at each input size (full int8, card embedded; no fidelity gate), for a
+    benchmark's size sweep. With ``float32``, the float build at each size too."""
+    from ocrnet_edge.model.io import load_model, load_model_config
+    from ocrnet_edge.runtime.modelfile import inspect_model
+
+    net, base = load_model(model_path), load_model_config(model_path)
+    files = calibration.scan(calib, min_images=1).files[:calib_images]
+    out.mkdir(parents=True, exist_ok=True)
+    name = model_path.parent.name if model_path.stem == "model" else model_path.stem
+    paths = []
+    for size in sizes:
+        cfg = base.with_size(size)
+        builds = [("int8", lambda s=size: ([x] for x in calibration.iter_preprocessed(files, s)))]
+        if float32:
+            builds.append(("float32", None))
+        for kind, rep in builds:
+            data = keras_to_tflite(net, cfg, rep)
+            path = out / f"{name}_{size}_{kind}.tflite"
+            raw = path.with_name(path.name + ".partial")
+            raw.write_bytes(data)
+            card = build_card(inspect_model(raw), cfg, f"{name}_{size}", model_path)
+            raw.write_bytes(embed_card(data, card))
+            raw.replace(path)
+            paths.append(path)
+    return paths

@@ -204,11 +204,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ocrnet_edge.runtime.boards import load_board
 
     board = load_board(args.board)
+    models: list[Path] = []
     for m in args.model:
         if not Path(m).is_file():
             from ocrnet_edge.runtime.errors import InputError
 
             raise InputError(f"{m}: model file not found")
+        if m.suffix == ".keras":  # a trained model: convert it at every size the sweep needs (workstation)
+            _require_workstation("bench MODEL.keras")
+            from ocrnet_edge.convert.compare import convert_sizes
+            from ocrnet_edge.convert.export import quiet_tensorflow
+
+            quiet_tensorflow()
+            sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(board.sizes)
+            out = args.work or Path("out") / "bench" / board.name
+            models += convert_sizes(m, sizes, args.calib, out, float32=args.float32)
+        else:
+            models.append(m)
     threads = [int(t) for t in args.threads.split(",")] if args.threads else None
     backends = args.backends.split(",") if args.backends else None
 
@@ -216,7 +228,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"bench {Path(cfg.model).name} backend={cfg.backend} threads={cfg.threads} ...", file=sys.stderr)
 
-    doc = run_bench([str(m) for m in args.model], board, threads, backends, args.frames, args.warmup, args.source,
+    doc = run_bench([str(m) for m in models], board, threads, backends, args.frames, args.warmup, args.source,
                     args.sink, str(args.card) if args.card else None, progress)
     for r in doc["results"]:
         c = r["config"]
@@ -320,7 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="latency per stage and memory of the device path, per configuration")
-    b.add_argument("model", type=Path, nargs="+", help="converted .tflite files (e.g. the int8 and the float32 build)")
+    b.add_argument("model", type=Path, nargs="+", help="converted .tflite files (e.g. the int8 and the float32 "
+                   "build), or a trained model.keras to convert at every size of the sweep (workstation)")
+    b.add_argument("--sizes", help="comma-separated input sizes for a .keras model (default: the board's sizes)")
+    b.add_argument("--float32", action="store_true", help="with a .keras model, also bench float32 builds")
+    b.add_argument("--calib", type=Path, default=Path("calibration_data"), help="calibration images (.keras input)")
+    b.add_argument("--work", type=Path, help="folder for the converted files (default: out/bench/BOARD)")
     b.add_argument("--board", default="auto", help="board profile (default: auto-detect)")
     b.add_argument("--frames", type=int, default=100, help="timed frames per configuration")
     b.add_argument("--warmup", type=int, default=10, help="untimed frames first")
