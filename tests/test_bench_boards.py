@@ -146,3 +146,13 @@ def test_report_refuses_foreign_json(tmp_path):
 def test_worker_failure_is_reported_not_raised(tmp_path):
     r = bench_subprocess(BenchConfig(model=str(tmp_path / "missing.tflite"), frames=2, warmup=0))
     assert r["ok"] is False and "model file not found" in r["reason"]
+
+
+def test_bench_a_keras_model_sweeps_the_board_sizes(tiny_model, calib_dir, tmp_path):
+    out = tmp_path / "b.json"
+    rc = main(["bench", str(tiny_model), "--board", "host", "--sizes", "96,128", "--frames", "5", "--warmup", "1",
+               "--threads", "1", "--calib", str(calib_dir), "--work", str(tmp_path / "w"), "--json", str(out),
+               "--quiet", "--source", "synthetic://?seed=1&size=160x120"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert sorted(r["input_size"] for r in doc["results"] if r["ok"]) == [96, 128]
