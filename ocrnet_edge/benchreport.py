@@ -39,7 +39,8 @@ def references(directory: Path = REFERENCE_DIR) -> dict[str, dict]:
     out = {}
     for p in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         doc = json.loads(p.read_text())
-        out[doc["board"]] = doc
+        if not doc.get("emulated"):  # emulated timings are never a board's reference
+            out[doc["board"]] = doc
     return out
 
 

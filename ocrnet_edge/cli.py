@@ -230,6 +230,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     doc = run_bench([str(m) for m in models], board, threads, backends, args.frames, args.warmup, args.source,
                     args.sink, str(args.card) if args.card else None, progress)
+    doc["command"] = "ocrnet-edge " + " ".join(sys.argv[1:])  # how it was measured
     for r in doc["results"]:
         c = r["config"]
         if r["ok"]:
