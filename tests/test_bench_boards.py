@@ -156,3 +156,22 @@ def test_bench_a_keras_model_sweeps_the_board_sizes(tiny_model, calib_dir, tmp_p
     assert rc == 0
     doc = json.loads(out.read_text())
     assert sorted(r["input_size"] for r in doc["results"] if r["ok"]) == [96, 128]
+
+
+def test_report_flags_results_far_from_the_reference():
+    from ocrnet_edge.benchreport import markdown
+
+    def doc(total: float) -> dict:
+        return {"schema": "ocrnet-edge-bench/1", "date": "2026-11-26", "board": "host", "emulated": False,
+                "_path": "x.json", "machine": {"cpu": "cpu", "cores": 2, "governor": None, "board_detected": "host"},
+                "results": [{"ok": True, "config": {"model": "m_int8.tflite", "backend": "cpu", "threads": 2},
+                             "stages_ms": {s: {"median": total / 5, "p90": total, "p99": total}
+                                           for s in ("source", "preprocess", "invoke", "decode")}
+                             | {"total": {"median": total, "p90": total, "p99": total}},
+                             "fps": 1000 / total, "memory_mb": {"peak": 80, "budget": 1024},
+                             "achieved_gmacs_per_s": 1.0}]}
+
+    refs = {"host": doc(10.0)}
+    assert "+10% vs reference" in markdown([doc(11.0)], refs) and "FLAG" not in markdown([doc(11.0)], refs)
+    assert "+50% vs reference **FLAG**" in markdown([doc(15.0)], refs)
+    assert "-40% vs reference **FLAG**" in markdown([doc(6.0)], refs)
