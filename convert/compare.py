@@ -5,8 +5,9 @@
 - A large int8 convolution: the multiply-accumulate rate this runtime reaches on this machine, against
   which a model's achieved rate is a fraction.
 
-Latency and memory do not depend on the weights' values, so the single-task models are converted with
-freshly initialised weights (calibrated on the same images); their accuracy is not what is compared.
+Latency and memory do not depend on the weights' values; the single-task models take the trained fused
+model's weights by layer name (so their quantization ranges are realistic) and are calibrated on the same
+images. Their accuracy is not what is compared.
 """
 
 from __future__ import annotations
@@ -26,8 +27,18 @@ from .export import keras_to_tflite
 SINGLE_TASKS = ("detect", "semantic", "instance")
 
 
-def convert_single_task_models(cfg: ModelConfig, calib: Path, out: Path, calib_images: int = 50) -> dict[str, Path]:
+def convert_single_task_models(cfg: ModelConfig, calib: Path, out: Path, calib_images: int = 50,
+                               weights_from=None) -> dict[str, Path]:
     """Convert one model per task (each with its own backbone) to full int8 with a card.
+
+    Args:
+        cfg: The fused model's architecture; each single-task model keeps it but for ``tasks``.
+        calib: Calibration images.
+        out: Output folder.
+        calib_images: Calibration images used.
+        weights_from: A trained fused model whose weights are copied by layer name (every layer of a
+            single-task model exists in the fused one), so activations and quantization ranges are
+            realistic; freshly initialised weights give degenerate ranges that XNNPACK may refuse.
 
     Returns:
         Task name to ``.tflite`` path.
@@ -41,6 +52,11 @@ def convert_single_task_models(cfg: ModelConfig, calib: Path, out: Path, calib_i
     for task in SINGLE_TASKS:
         tcfg = dataclasses.replace(cfg, tasks=(task,))
         net = build_ocrnet(tcfg)
+        if weights_from is not None:
+            trained = {layer.name: layer for layer in weights_from.layers}
+            for layer in net.layers:
+                if layer.weights and layer.name in trained:
+                    layer.set_weights(trained[layer.name].get_weights())
         size = tcfg.input_size
         data = keras_to_tflite(net, tcfg, lambda size=size: ([x] for x in calibration.iter_preprocessed(files, size)))
         raw = out / f"single_{task}_int8.tflite.partial"

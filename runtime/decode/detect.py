@@ -52,13 +52,13 @@ class DecodeOptions:
         score_threshold: Minimum class probability of a detection.
         iou_threshold: NMS overlap above which the lower-scored box of the same class is dropped.
         max_detections: Cap on detections per frame, after NMS.
-        pre_nms_top_k: Candidates kept (best scores) before NMS.
+        pre_nms_top_k: Candidates kept (best scores) before NMS; NMS cost grows with its square.
     """
 
     score_threshold: float = 0.3
     iou_threshold: float = 0.5
     max_detections: int = 100
-    pre_nms_top_k: int = 1000
+    pre_nms_top_k: int = 300
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score_threshold <= 1.0:

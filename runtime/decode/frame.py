@@ -62,13 +62,13 @@ def decode_outputs(
                 outputs[contract.DET_COEFFS], outputs[contract.MASK_PROTOS], raw.locations, raw.boxes, seg_stride,
                 q.get(contract.DET_COEFFS, FLOAT), q.get(contract.MASK_PROTOS, FLOAT),
             )
-        frame_boxes = transform.boxes_to_frame(raw.boxes)
+        frame_boxes = transform.boxes_to_frame(raw.boxes).tolist()
         dets = tuple(
             Detection(
-                category=int(c), label=class_names[int(c)], score=float(s), box=tuple(float(v) for v in b),
+                category=c, label=class_names[c], score=s, box=tuple(b),
                 _mask_logits=None if masks is None else masks[i], _transform=transform, _stride=seg_stride,
             )
-            for i, (c, s, b) in enumerate(zip(raw.classes, raw.scores, frame_boxes))
+            for i, (c, s, b) in enumerate(zip(raw.classes.tolist(), raw.scores.tolist(), frame_boxes))
             if b[2] > b[0] and b[3] > b[1]  # a box wholly inside the letterbox bars is not in the frame
         )
     semantic = logits = None

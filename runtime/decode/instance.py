@@ -64,14 +64,13 @@ def assemble_masks(
     if len(locations) == 0:
         return []
     c = coeffs_quant.dequantize(coeffs.reshape(-1, coeffs.shape[-1])[locations])
-    cells = np.floor(boxes / stride - 0.5).astype(np.int64)
+    p = protos_quant.dequantize(protos)  # once per frame (h*w*K values), not once per detection
+    cells = np.floor(boxes / stride - 0.5).astype(np.int64).tolist()
     out = []
-    for i in range(len(locations)):
-        x0, y0 = max(int(cells[i, 0]), 0), max(int(cells[i, 1]), 0)
-        x1, y1 = min(int(cells[i, 2]) + 2, w), min(int(cells[i, 3]) + 2, h)
-        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-        region = protos_quant.dequantize(protos[y0:y1, x0:x1])
-        out.append(MaskCrop(x0, y0, region @ c[i]))
+    for i, (cx0, cy0, cx1, cy1) in enumerate(cells):
+        x0, y0 = max(cx0, 0), max(cy0, 0)
+        x1, y1 = max(min(cx1 + 2, w), x0 + 1), max(min(cy1 + 2, h), y0 + 1)
+        out.append(MaskCrop(x0, y0, p[y0:y1, x0:x1] @ c[i]))
     return out
 
 
