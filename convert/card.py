@@ -77,6 +77,21 @@ def build_card(info: ModelFileInfo, cfg: ModelConfig, name: str, source: Path, r
     return card
 
 
+def write_with_card(tflite: bytes, cfg: ModelConfig, name: str, source: Path | None, path: Path) -> dict[str, Any]:
+    """Write ``tflite`` to ``path`` with its card embedded (through a temporary name); returns the card.
+
+    ``source`` is the file whose hash the card records (the Keras model); None records the converted bytes'.
+    """
+    from ocrnet_edge.runtime.modelfile import inspect_model
+
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(tflite)
+    card = build_card(inspect_model(tmp), cfg, name, source if source is not None else tmp)
+    tmp.write_bytes(embed_card(tflite, card))
+    tmp.replace(path)
+    return card
+
+
 def embed_card(tflite: bytes, card: dict[str, Any]) -> bytes:
     """Return ``tflite`` with ``card`` in its metadata table (replacing an earlier card)."""
     s = schema()

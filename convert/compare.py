@@ -21,7 +21,7 @@ from ocrnet_edge.model.config import ModelConfig
 from ocrnet_edge.model.network import build_ocrnet
 
 from . import calibration
-from .card import build_card, embed_card
+from .card import write_with_card
 from .export import keras_to_tflite
 
 SINGLE_TASKS = ("detect", "semantic", "instance")
@@ -43,28 +43,22 @@ def convert_single_task_models(cfg: ModelConfig, calib: Path, out: Path, calib_i
     Returns:
         Task name to ``.tflite`` path.
     """
-    from ocrnet_edge.runtime.modelfile import inspect_model
-
     cal = calibration.scan(calib, min_images=1)
     files = cal.files[:calib_images]
     out.mkdir(parents=True, exist_ok=True)
+    trained = {layer.name: layer for layer in weights_from.layers} if weights_from is not None else {}
     paths = {}
     for task in SINGLE_TASKS:
         tcfg = dataclasses.replace(cfg, tasks=(task,))
         net = build_ocrnet(tcfg)
-        if weights_from is not None:
-            trained = {layer.name: layer for layer in weights_from.layers}
+        if trained:
             for layer in net.layers:
                 if layer.weights and layer.name in trained:
                     layer.set_weights(trained[layer.name].get_weights())
         size = tcfg.input_size
         data = keras_to_tflite(net, tcfg, lambda size=size: ([x] for x in calibration.iter_preprocessed(files, size)))
-        raw = out / f"single_{task}_int8.tflite.partial"
-        raw.write_bytes(data)
-        card = build_card(inspect_model(raw), tcfg, f"single_{task}", raw)
         path = out / f"single_{task}_int8.tflite"
-        path.write_bytes(embed_card(data, card))
-        raw.unlink()
+        write_with_card(data, tcfg, f"single_{task}", None, path)
         paths[task] = path
     return paths
 
@@ -99,7 +93,6 @@ def convert_sizes(model_path: Path, sizes: list[int], calib: Path, out: Path, ca
     """A trained model converted at each input size (full int8, card embedded; no fidelity gate), for a
     benchmark's size sweep. With ``float32``, the float build at each size too."""
     from ocrnet_edge.model.io import load_model, load_model_config
-    from ocrnet_edge.runtime.modelfile import inspect_model
 
     net, base = load_model(model_path), load_model_config(model_path)
     files = calibration.scan(calib, min_images=1).files[:calib_images]
@@ -114,10 +107,6 @@ def convert_sizes(model_path: Path, sizes: list[int], calib: Path, out: Path, ca
         for kind, rep in builds:
             data = keras_to_tflite(net, cfg, rep)
             path = out / f"{name}_{size}_{kind}.tflite"
-            raw = path.with_name(path.name + ".partial")
-            raw.write_bytes(data)
-            card = build_card(inspect_model(raw), cfg, f"{name}_{size}", model_path)
-            raw.write_bytes(embed_card(data, card))
-            raw.replace(path)
+            write_with_card(data, cfg, f"{name}_{size}", model_path, path)
             paths.append(path)
     return paths

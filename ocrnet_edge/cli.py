@@ -168,15 +168,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ocrnet_edge.runtime.run import RunOptions, run
 
     board = load_board(args.board)
-    backend = args.backend
-    if backend == "auto" and "edgetpu" in board.backends and not str(args.model).endswith("_edgetpu.tflite"):
-        backend = "cpu"  # a CPU build runs on the CPU even on a board whose profile prefers the TPU
     decode = None
     if args.score is not None or args.iou is not None or args.max_det is not None:
         decode = DecodeOptions(score_threshold=args.score if args.score is not None else 0.3,
                                iou_threshold=args.iou if args.iou is not None else 0.5,
                                max_detections=args.max_det or 100)
-    engine = EngineOptions(backend=backend, threads=args.threads or board.threads, device=args.device, decode=decode)
+    engine = EngineOptions(backend=args.backend, threads=args.threads or board.threads, device=args.device, decode=decode)
     opts = RunOptions(
         source=args.source or board.camera, board=board, engine=engine, realtime=args.realtime, save=args.save,
         json_out=args.json_out, save_semantic=args.save_semantic, show=args.show, serve=args.serve,

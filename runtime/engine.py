@@ -171,9 +171,7 @@ class Engine:
             The frame's result, with ``times_ms`` for ``preprocess``, ``invoke`` and ``decode``.
         """
         t0 = time.perf_counter()
-        view = self.backend.input_view()
-        transform = preprocess_into(frame, view, self.card.resize, self.options.frame_order, self.card.colour_order)
-        del view
+        transform = self._preprocess(frame)
         t1 = time.perf_counter()
         outputs = self.backend.invoke()
         t2 = time.perf_counter()
@@ -182,11 +180,15 @@ class Engine:
         times = {"preprocess": (t1 - t0) * 1e3, "invoke": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
         return dataclasses.replace(result, times_ms=times)
 
-    def invoke_raw(self, frame: np.ndarray) -> tuple[dict[str, np.ndarray], object]:
-        """Preprocess and invoke only: copies of the raw outputs (by role) and the transform."""
+    def _preprocess(self, frame: np.ndarray):
         view = self.backend.input_view()
         transform = preprocess_into(frame, view, self.card.resize, self.options.frame_order, self.card.colour_order)
-        del view
+        del view  # the interpreter refuses to invoke while a view of its tensors is alive
+        return transform
+
+    def invoke_raw(self, frame: np.ndarray) -> tuple[dict[str, np.ndarray], object]:
+        """Preprocess and invoke only: copies of the raw outputs (by role) and the transform."""
+        transform = self._preprocess(frame)
         return {k: np.array(v) for k, v in self.backend.invoke().items()}, transform
 
     def decode(self, outputs: dict[str, np.ndarray], transform) -> FrameResult:
