@@ -114,6 +114,8 @@ class TrainConfig:
         val_images: Validation images evaluated after each epoch (0 turns validation off).
         seed: Seed of shuffling and augmentation.
         max_mask_samples: Positive locations per image that get a mask loss.
+        init: A saved ``model.keras`` of the same architecture whose weights start the run
+            (fine-tuning); empty for a fresh start.
     """
 
     epochs: int = 30
@@ -124,6 +126,7 @@ class TrainConfig:
     val_images: int = 200
     seed: int = 0
     max_mask_samples: int = 48
+    init: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 

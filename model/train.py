@@ -221,6 +221,18 @@ def _append_csv(path: Path, row: dict) -> None:
         wr.writerow({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
 
 
+def _load_init(trainer: OCRNetTrainer, cfg: TrainConfig) -> None:
+    """Copy the weights of ``cfg.init`` (a saved model of the same architecture) into the trainer."""
+    from .io import load_model, load_model_config
+
+    if not Path(cfg.init).is_file():
+        raise InputError(f"{cfg.init}: --init model file not found")
+    if to_dict(load_model_config(cfg.init)) != to_dict(cfg.model):
+        raise InputError(f"{cfg.init}: --init model has another architecture than this run; "
+                         "train with its configuration (--config its config.json)")
+    trainer.net.set_weights(load_model(cfg.init).get_weights())
+
+
 def _read_state(out: Path) -> dict:
     p = out / "state.json"
     return json.loads(p.read_text()) if p.exists() else {}
@@ -279,6 +291,9 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         trainer.load_weights(str(out / "last.weights.h5"))
         batches.rng = np.random.default_rng([cfg.seed, initial_epoch])
         print(f"resuming {out} after epoch {initial_epoch}")
+    elif cfg.init:
+        _load_init(trainer, cfg)
+        print(f"starting from the weights of {cfg.init}")
     if initial_epoch < cfg.epochs:
         trainer.fit(batches, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
                     callbacks=[_History(out, val_set, cfg, trainer)])

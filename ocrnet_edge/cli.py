@@ -68,7 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.no_ocr:
         model_kw["use_ocr"] = False
     train_kw = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch, "learning_rate": args.lr,
-                                  "seed": args.seed, "val_images": args.val_images}.items() if v is not None}
+                                  "seed": args.seed, "val_images": args.val_images,
+                                  "init": str(args.init) if args.init else None}.items() if v is not None}
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model_kw), **train_kw)
     path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1)
     print(f"model: {path}")
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--val-images", type=int, help="validation images per epoch (0: none)")
+    t.add_argument("--init", type=Path, help="fine-tune: start from the weights of this model.keras (same architecture)")
     t.add_argument("--no-ocr", action="store_true", help="ablation: semantic branch without object context")
     t.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")

@@ -48,3 +48,24 @@ def test_resume_refuses_other_architecture(small_dataset, tmp_path):
     (out / "config.json").write_text(json.dumps({"model": {"input_size": 256}}))
     with pytest.raises(InputError, match="another model configuration"):
         train(small_dataset, out, cfg, verbose=0)
+
+
+def test_init_starts_from_a_saved_model(tiny_model):
+    import dataclasses
+
+    import numpy as np
+
+    from ocrnet_edge.model.config import to_dict
+    from ocrnet_edge.model.train import OCRNetTrainer, _load_init
+
+    cfg = TrainConfig(model=TINY, init=str(tiny_model))
+    trainer = OCRNetTrainer(to_dict(TINY))
+    _load_init(trainer, cfg)
+    for got, want in zip(trainer.net.get_weights(), load_model(tiny_model).get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    other = dataclasses.replace(TINY, num_protos=4)
+    with pytest.raises(InputError, match="another architecture"):
+        _load_init(OCRNetTrainer(to_dict(other)), dataclasses.replace(cfg, model=other))
+    with pytest.raises(InputError, match="not found"):
+        _load_init(trainer, dataclasses.replace(cfg, init=str(tiny_model) + ".missing"))
