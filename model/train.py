@@ -225,12 +225,11 @@ def _load_init(trainer: OCRNetTrainer, cfg: TrainConfig) -> None:
     """Copy the weights of ``cfg.init`` (a saved model of the same architecture) into the trainer."""
     from .io import load_model, load_model_config
 
-    if not Path(cfg.init).is_file():
-        raise InputError(f"{cfg.init}: --init model file not found")
+    net = load_model(cfg.init)  # names the file when it is missing or not a Keras model
     if to_dict(load_model_config(cfg.init)) != to_dict(cfg.model):
         raise InputError(f"{cfg.init}: --init model has another architecture than this run; "
                          "train with its configuration (--config its config.json)")
-    trainer.net.set_weights(load_model(cfg.init).get_weights())
+    trainer.net.set_weights(net.get_weights())
 
 
 def _read_state(out: Path) -> dict:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -103,8 +105,7 @@ class JsonLinesSink:
             self._cut_partial_line()
             raise OutputError(f"{self.target}: writing failed ({e.strerror}); the lines written before are intact") \
                 from None
-        if self.f is not sys.stdout:
-            self._good = self.f.tell()
+        self._good += len(line)  # bytes: json.dumps writes ASCII only
 
     def _cut_partial_line(self) -> None:
         # A full disk can leave half a line behind: cut the file back to the last complete one.
@@ -224,14 +225,10 @@ class BackgroundSink:
     """
 
     def __init__(self, sink, drop: bool, depth: int = 8):
-        import queue
-        import threading
-
         self.sink, self.drop = sink, drop
         self.dropped = 0
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._full = queue.Full
         self._thread = threading.Thread(target=self._loop, name=f"sink-{type(sink).__name__}", daemon=True)
         self._thread.start()
 
@@ -252,7 +249,7 @@ class BackgroundSink:
         if self.drop:
             try:
                 self._queue.put_nowait(args)
-            except self._full:
+            except queue.Full:
                 self.dropped += 1
         else:
             self._queue.put(args)

@@ -29,6 +29,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
@@ -210,8 +211,6 @@ def main() -> int:
     frames_dir = work / "frames"
     shutil.rmtree(frames_dir, ignore_errors=True)
     frames_dir.mkdir()
-    import cv2
-
     cap = cv2.VideoCapture(str(clip))
     for i in range(a.frames):
         ok, bgr = cap.read()
