@@ -20,6 +20,10 @@ from ocrnet_edge.runtime.preprocess import preprocess_into
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 MIN_IMAGES = 100
 """Fewer usable calibration images than this are refused unless explicitly allowed."""
+DATASET_IMAGES = 200
+"""Calibration images sampled from a model's training data."""
+BUNDLED = Path("calibration_data")
+"""The repository's calibration folder (generated-scene models: the reference)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,14 @@ def scan(folder: Path | str, min_images: int = MIN_IMAGES) -> CalibrationSet:
             "ranges (add images, or pass --min-calib N to accept fewer)"
         )
     return CalibrationSet(tuple(files), tuple(skipped))
+
+
+def sample_files(files: list[Path], count: int, seed: int = 0) -> list[Path]:
+    """Up to ``count`` files drawn without replacement by ``seed``, in their original order."""
+    if len(files) <= count:
+        return list(files)
+    pick = np.sort(np.random.default_rng(seed).choice(len(files), count, replace=False))
+    return [files[i] for i in pick]
 
 
 def iter_preprocessed(files: tuple[Path, ...], size: int, mode: str = "letterbox") -> Iterator[np.ndarray]:

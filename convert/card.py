@@ -43,8 +43,10 @@ def versions() -> dict[str, str]:
 
 
 def build_card(info: ModelFileInfo, cfg: ModelConfig, name: str, source: Path, resize: str = "letterbox",
-               float_reference: dict | None = None) -> dict[str, Any]:
-    """The card of a converted file (its outputs, quantization, contract, hashes and versions)."""
+               float_reference: dict | None = None, calibration: dict | None = None,
+               gate: dict | None = None) -> dict[str, Any]:
+    """The card of a converted file (its outputs, quantization, contract, classes, hashes, versions, and
+    where its calibration and gate images came from)."""
     (sig,) = info.signatures.values()
     inp = info.tensors[next(iter(sig["inputs"].values()))]
     outputs = {}
@@ -61,8 +63,8 @@ def build_card(info: ModelFileInfo, cfg: ModelConfig, name: str, source: Path, r
         "input": {"name": next(iter(sig["inputs"])), "size": cfg.input_size, "dtype": inp.dtype, "scale": inp.scale,
                   "zero_point": inp.zero_point, "resize": resize, "colour_order": "rgb", "pad_value": 114},
         "outputs": outputs,
-        "class_names": list(cfg.class_names),
-        "semantic_classes": ["background", *cfg.class_names],
+        "thing_classes": list(cfg.class_names),
+        "semantic_classes": list(cfg.semantic_classes),
         "strides": list(cfg.strides),
         "seg_stride": contract.SEG_STRIDE,
         "decode": dict(DEFAULT_DECODE),
@@ -73,6 +75,10 @@ def build_card(info: ModelFileInfo, cfg: ModelConfig, name: str, source: Path, r
     }
     if float_reference:
         card["float_reference"] = float_reference
+    if calibration:
+        card["calibration"] = calibration
+    if gate:
+        card["gate"] = gate
     parse_card(card, "converter")  # the runtime must accept what we write
     return card
 

@@ -121,8 +121,10 @@ class GateResult:
 
 
 def gate(float_metrics: dict, int8_metrics: dict, max_drop: float = 1.0) -> GateResult:
-    """Compare metrics; a drop is ``(float - int8) * 100`` points."""
-    drops = {k: round((float_metrics[k] - int8_metrics[k]) * 100, 3) for k in GATED if k in float_metrics}
+    """Compare metrics; a drop is ``(float - int8) * 100`` points. Metrics the gate images' labels do not
+    support (None) are not gated."""
+    drops = {k: round((float_metrics[k] - int8_metrics[k]) * 100, 3) for k in GATED
+             if float_metrics.get(k) is not None and int8_metrics.get(k) is not None}
     failed = tuple(k for k, d in drops.items() if d > max_drop)
     return GateResult(float_metrics, int8_metrics, drops, max_drop, failed)
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ocrnet_edge.model.config import ModelConfig
 from ocrnet_edge.model.data import Dataset, load_dataset, write_scenes
 from ocrnet_edge.model.evaluate import evaluate_keras, evaluate_outputs
-from ocrnet_edge.model.io import load_model, load_model_config
+from ocrnet_edge.model.io import load_data_record, load_model, load_model_config
 from ocrnet_edge.model.network import output_spec
 from ocrnet_edge.runtime.engine import Engine, EngineOptions
 from ocrnet_edge.runtime.errors import EnvironmentMissing, GateError, InputError, ModelError, OutputError
@@ -34,6 +34,10 @@ from .report import write_reports
 
 HELDOUT_SEED = 20261126
 """Seed of the generated held-out split (no training, validation or calibration split uses it)."""
+GATE_IMAGES = 200
+"""Most images of a user's validation data the gate runs on."""
+SCENE_GATE_IMAGES = 100
+"""Generated scenes the gate runs on for a generated-scene model."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,15 @@ class ConvertOptions:
 
     Attributes:
         size: Export input size (a multiple of 32); None keeps the model's.
-        calib: Calibration image folder.
-        min_calib: Fewest usable calibration images accepted.
-        val: COCO dataset for the fidelity gate; None generates ``heldout_images`` scenes.
-        heldout_images: Generated held-out images when ``val`` is None.
+        calib: Calibration image folder; None: images sampled from the dataset the model was trained on
+            (recorded in the model), or the bundled ``calibration_data/`` for a model trained on
+            generated scenes.
+        min_calib: Fewest usable calibration images accepted from a folder.
+        val: Labelled dataset for the fidelity gate; None: the model's recorded validation data, or
+            ``heldout_images`` generated scenes for a model trained on generated scenes.
+        heldout_images: Gate images: generated scenes (default 100), or the most taken from a dataset
+            (default :data:`GATE_IMAGES`).
+        gate: Run the fidelity gate (off: the report says on its first line that nothing was checked).
         max_drop: Allowed drop of box AP, mask AP or mIoU, in points.
         edgetpu: Compile for the Edge TPU (needs ``edgetpu_compiler``) and fail if any op falls to the CPU.
         name: Output name; None uses the model's folder or file name.
@@ -55,10 +64,11 @@ class ConvertOptions:
     """
 
     size: int | None = None
-    calib: Path = Path("calibration_data")
+    calib: Path | None = None
     min_calib: int = calibration.MIN_IMAGES
     val: Path | None = None
-    heldout_images: int = 100
+    heldout_images: int | None = None
+    gate: bool = True
     max_drop: float = 1.0
     edgetpu: bool = False
     name: str | None = None
@@ -69,7 +79,7 @@ class ConvertOptions:
     def __post_init__(self) -> None:
         if self.size is not None and (self.size < 64 or self.size % 32):
             raise InputError(f"--size must be a multiple of 32, at least 64. Received: {self.size}")
-        if self.heldout_images < 1:
+        if self.heldout_images is not None and self.heldout_images < 1:
             raise InputError(f"held-out images must be at least 1. Received: {self.heldout_images}")
 
 
@@ -137,12 +147,15 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
     if options.size is not None:
         cfg = cfg.with_size(options.size)
     name = _model_name(model_path, options.name)
+    data_record = load_data_record(model_path)
+    cal, cal_source = _calibration(options, cfg, model_path, data_record)
+    gate_plan = _gate_plan(options, cfg, model_path, data_record) if options.gate else None
     _writable(out_dir)
-    cal = calibration.scan(options.calib, options.min_calib)
     report: dict = {
         "model": str(model_path), "name": name, "input_size": cfg.input_size,
-        "calibration": {"folder": str(options.calib), "images": len(cal.files),
+        "calibration": {"folder": cal_source, "source": cal_source, "images": len(cal.files),
                         "skipped": [[str(p), why] for p, why in cal.skipped]},
+        "gated": options.gate,
     }
 
     def representative():
@@ -167,7 +180,9 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
         tpu = checks.check_edgetpu(info)
         report["edgetpu_check"] = tpu.as_dict()
 
-        card = build_card(info, cfg, name, model_path)
+        card = build_card(info, cfg, name, model_path,
+                          calibration={"source": cal_source, "images": len(cal.files)},
+                          gate={"source": gate_plan[0]} if gate_plan else {"source": None, "skipped": "--no-gate"})
         final = embed_card(int8_bytes, card)
         int8_path = out_dir / f"{name}_int8.tflite"
         staged = out_dir / (int8_path.name + ".partial")
@@ -175,25 +190,26 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
         report["files"] = {"int8_bytes": len(final), "float32_bytes": len(float_bytes) if float_bytes else None}
 
         # Fidelity on held-out images the model never saw.
-        heldout = _heldout(options, cfg, work)
-        static = export_model(net, cfg)
-        with Engine.open(staged, options=EngineOptions(threads=options.threads)) as engine:
-            agreement = fidelity.output_agreement(static, engine, heldout, options.progress)
-            f_metrics = evaluate_keras(static, heldout, progress=options.progress)
-            i_metrics = evaluate_outputs(heldout, fidelity.engine_outputs(engine, heldout), engine.quants,
-                                         progress=options.progress)
-        result = fidelity.gate(f_metrics, i_metrics, options.max_drop)
-        report["fidelity"] = {
-            "heldout": str(options.val) if options.val
-            else f"{options.heldout_images} generated scenes, seed {HELDOUT_SEED}",
-            "outputs": {k: dataclasses.asdict(v) for k, v in agreement.items()},
-            "float": f_metrics, "int8": i_metrics, "drops_points": result.drops, "max_drop_points": options.max_drop,
-            "passed": result.ok, "failed": list(result.failed),
-        }
-        if not result.ok:
-            report["fidelity"]["worst_layers"] = fidelity.layer_errors(net, cfg, _subset(representative, 20))
-            report["fidelity"]["suggestions"] = list(fidelity.SUGGESTIONS)
-            int8_path = out_dir / f"{name}_int8_gatefailed.tflite"
+        result = None
+        if gate_plan is not None:
+            heldout = gate_plan[1](work)
+            static = export_model(net, cfg)
+            with Engine.open(staged, options=EngineOptions(threads=options.threads)) as engine:
+                agreement = fidelity.output_agreement(static, engine, heldout, options.progress)
+                f_metrics = evaluate_keras(static, heldout, progress=options.progress)
+                i_metrics = evaluate_outputs(heldout, fidelity.engine_outputs(engine, heldout), engine.quants,
+                                             progress=options.progress)
+            result = fidelity.gate(f_metrics, i_metrics, options.max_drop)
+            report["fidelity"] = {
+                "heldout": f"{gate_plan[0]} ({len(heldout)} images)",
+                "outputs": {k: dataclasses.asdict(v) for k, v in agreement.items()},
+                "float": f_metrics, "int8": i_metrics, "drops_points": result.drops, "max_drop_points": options.max_drop,
+                "passed": result.ok, "failed": list(result.failed), "skipped": f_metrics.get("skipped", {}),
+            }
+            if not result.ok:
+                report["fidelity"]["worst_layers"] = fidelity.layer_errors(net, cfg, _subset(representative, 20))
+                report["fidelity"]["suggestions"] = list(fidelity.SUGGESTIONS)
+                int8_path = out_dir / f"{name}_int8_gatefailed.tflite"
 
         card_path = out_dir / f"{name}.card.json"
         _write_atomic(card_path, (json.dumps(card, indent=2) + "\n").encode())
@@ -206,7 +222,7 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
             if reason:
                 compile_error = EnvironmentMissing(reason)
                 report["edgetpu_compile"] = {"skipped": reason}
-            elif result.ok:
+            elif result is None or result.ok:
                 tpu_path, log = edgetpu.compile_edgetpu(int8_path, out_dir)
                 report["edgetpu_compile"] = log.as_dict()
                 if log.cpu_ops:
@@ -221,7 +237,7 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
             leftover.unlink(missing_ok=True)
 
     out = ConvertResult(int8_path, card_path, json_path, md_path, float_path, tpu_path, report)
-    if not result.ok:
+    if result is not None and not result.ok:
         drops = ", ".join(f"{k} dropped {result.drops[k]:.2f}" for k in result.failed)
         raise GateError(f"fidelity gate failed ({drops} points, at most {options.max_drop} allowed); model written as "
                         f"{int8_path.name}, see {md_path}")
@@ -239,8 +255,74 @@ def _subset(representative, n: int):
     return gen
 
 
-def _heldout(options: ConvertOptions, cfg: ModelConfig, work: Path) -> Dataset:
+GENERATED = "generated"
+
+
+def _trained_on_scenes(cfg: ModelConfig, data_record: dict | None) -> bool:
+    """Whether the model was trained on this project's generated scenes (the reference model)."""
+    if data_record is not None:
+        return bool(data_record.get("generated"))
+    from ocrnet_edge.runtime.contract import THING_CLASSES
+
+    return tuple(cfg.class_names) == THING_CLASSES and not cfg.stuff_names
+
+
+def _recorded_dataset(entry: dict, cfg: ModelConfig, what: str, model_path: Path, flag: str) -> Dataset:
+    from ocrnet_edge.model.data import holdout_split
+
+    path = Path(entry["path"])
+    if not path.exists():
+        raise InputError(f"{model_path}: its {what} data {path} is not here (the model records where it was "
+                         f"trained); pass {flag} DIR with images of the model's own domain")
+    ds = load_dataset(path, cfg.class_names, split=entry.get("split", "all"), stuff_names=cfg.stuff_names,
+                      skip_bad=True)
+    hold = entry.get("holdout") or entry.get("holdout_excluded")
+    if hold:
+        train, val = holdout_split(ds, hold["fraction"], hold["seed"])
+        ds = val if "holdout" in entry else train
+    return ds
+
+
+def _calibration(options: ConvertOptions, cfg: ModelConfig, model_path: Path,
+                 data_record: dict | None) -> tuple[calibration.CalibrationSet, str]:
+    """Calibration images and where they came from (see :class:`ConvertOptions`)."""
+    if options.calib is not None:
+        return calibration.scan(options.calib, options.min_calib), f"folder {options.calib}"
+    if _trained_on_scenes(cfg, data_record):
+        folder = calibration.BUNDLED
+        return calibration.scan(folder, options.min_calib), f"folder {folder} (bundled, for generated-scene models)"
+    if data_record is None:
+        raise InputError(f"{model_path}: no record of the data this model was trained on and its classes are not the "
+                         "generated scenes'; pass --calib DIR with images of the model's own domain")
+    ds = _recorded_dataset(data_record["train"], cfg, "training", model_path, "--calib")
+    files = calibration.sample_files([r.path for r in ds.records], calibration.DATASET_IMAGES, seed=0)
+    src = f"sampled from the training data {data_record['train']['path']}"
+    return calibration.CalibrationSet(tuple(files), ()), src
+
+
+def _gate_plan(options: ConvertOptions, cfg: ModelConfig, model_path: Path, data_record: dict | None):
+    """``(description, loader(work) -> Dataset)`` of the gate images (see :class:`ConvertOptions`)."""
+    from ocrnet_edge.model.formats import available_splits
+
+    cap = options.heldout_images or GATE_IMAGES
+    n_scenes = options.heldout_images or SCENE_GATE_IMAGES
+
+    def capped(ds: Dataset) -> Dataset:
+        return ds.subset(ds.records[:cap])
+
     if options.val is not None:
-        return load_dataset(options.val, cfg.class_names)
-    path = write_scenes(work / "heldout", options.heldout_images, HELDOUT_SEED, cfg.input_size, progress=False)
-    return load_dataset(path, cfg.class_names)
+        split = "val" if "val" in available_splits(options.val) else "all"
+        ds = capped(load_dataset(options.val, cfg.class_names, split=split, stuff_names=cfg.stuff_names))
+        return f"dataset {options.val} ({split})", lambda work: ds
+    if _trained_on_scenes(cfg, data_record):
+        def scenes(work: Path) -> Dataset:
+            path = write_scenes(work / "heldout", n_scenes, HELDOUT_SEED, cfg.input_size, progress=False)
+            return load_dataset(path, cfg.class_names)
+        return f"{n_scenes} generated scenes, seed {HELDOUT_SEED}", scenes
+    if data_record is None or not data_record.get("val"):
+        raise InputError(f"{model_path}: no validation data recorded for this model; pass --val DIR (labelled images "
+                         "of its domain) or --no-gate to convert without the accuracy check")
+    ds = capped(_recorded_dataset(data_record["val"], cfg, "validation", model_path, "--val"))
+    v = data_record["val"]
+    how = f"held-out {v['holdout']['fraction']:g} of" if v.get("holdout") else f"{v.get('split', 'all')} split of"
+    return f"validation data: {how} {v['path']}", lambda work: ds

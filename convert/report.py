@@ -12,8 +12,12 @@ def _pct(v) -> str:
 
 def render_markdown(r: dict) -> str:
     """A readable report of a conversion."""
-    lines = [f"# Conversion report: {r['name']}", "", f"- model: `{r['model']}`", f"- input size: {r['input_size']}",
-             f"- calibration: {r['calibration']['images']} images from `{r['calibration']['folder']}`, "
+    lines = []
+    if not r.get("gated", True):
+        lines += ["**NOT GATED: converted with --no-gate; the int8 model's accuracy against the float model was not "
+                  "checked.**", ""]
+    lines += [f"# Conversion report: {r['name']}", "", f"- model: `{r['model']}`", f"- input size: {r['input_size']}",
+             f"- calibration: {r['calibration']['images']} images ({r['calibration']['source']}); "
              f"{len(r['calibration']['skipped'])} skipped",
              f"- conversion: {r.get('conversion_seconds')} s; whole command {r.get('seconds_total')} s; "
              f"peak RSS {r.get('peak_rss_mb')} MB"]
@@ -34,6 +38,9 @@ def render_markdown(r: dict) -> str:
         lines += ["", "## Fidelity", "", f"Held-out: {fid['heldout']}.", "",
                   "| metric | float | int8 | drop (points) |", "| --- | --- | --- | --- |"]
         for k in ("box_ap", "box_ap50", "mask_ap", "mask_ap50", "miou", "precision_at_recall50", "recall_at_precision50"):
+            if k in fid.get("skipped", {}):
+                lines.append(f"| {k} | not scored: {fid['skipped'][k]} | | |")
+                continue
             drop = fid["drops_points"].get(k)
             lines.append(f"| {k} | {_pct(fid['float'].get(k))} | {_pct(fid['int8'].get(k))} | "
                          f"{'' if drop is None else f'{drop:.2f}'} |")

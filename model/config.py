@@ -28,7 +28,8 @@ class ModelConfig:
         use_ocr: Object-contextual representations in the semantic branch (off for the ablation).
         ocr_channels: Key, query and value channels of the pixel-region attention.
         strides: Detection pyramid strides.
-        class_names: Thing classes, in id order.
+        class_names: Thing classes (detection and instance masks), in id order.
+        stuff_names: Region classes (semantic map only), after the thing classes in the semantic map.
         tasks: Which heads the graph holds (the fused model has all three).
     """
 
@@ -42,6 +43,7 @@ class ModelConfig:
     ocr_channels: int = 32
     strides: tuple[int, ...] = DEFAULT_STRIDES
     class_names: tuple[str, ...] = THING_CLASSES
+    stuff_names: tuple[str, ...] = ()
     tasks: tuple[str, ...] = TASKS
 
     def __post_init__(self) -> None:
@@ -61,6 +63,14 @@ class ModelConfig:
             raise InputError(f"tasks must be a non-empty subset of {TASKS}. Received: {self.tasks}")
         if self.width <= 0:
             raise InputError(f"width must be positive. Received: {self.width}")
+        if not self.class_names and set(self.tasks) & {"detect", "instance"}:
+            raise InputError("a model without thing classes can only have the semantic head (tasks=('semantic',))")
+        if not self.class_names and not self.stuff_names:
+            raise InputError("a model needs at least one class (thing or region)")
+        names = [*self.class_names, *self.stuff_names]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup or "background" in names:
+            raise InputError(f"class names must be unique and not 'background'. Received: {names}")
 
     @property
     def det_channels(self) -> int:
@@ -76,6 +86,11 @@ class ModelConfig:
     def num_classes(self) -> int:
         """Number of thing classes."""
         return len(self.class_names)
+
+    @property
+    def semantic_classes(self) -> tuple[str, ...]:
+        """Classes of the semantic map: background, the thing classes, the region classes."""
+        return ("background", *self.class_names, *self.stuff_names)
 
     def with_size(self, size: int) -> ModelConfig:
         """The same architecture at another input size (weights carry over unchanged)."""
@@ -114,8 +129,15 @@ class TrainConfig:
         val_images: Validation images evaluated after each epoch (0 turns validation off).
         seed: Seed of shuffling and augmentation.
         max_mask_samples: Positive locations per image that get a mask loss.
-        init: A saved ``model.keras`` of the same architecture whose weights start the run
-            (fine-tuning); empty for a fresh start.
+        init: A saved ``model.keras`` whose weights start the run (fine-tuning): every layer whose
+            weights have the same shapes is loaded, class-dependent layers start fresh; empty for a
+            fresh start.
+        augment: ``auto`` (on for user data, flips only for generated scenes), ``on`` or ``off``.
+        flip: Random horizontal flips (off for classes where left and right differ).
+        val_fraction: Share of the training images held out for validation when the dataset has no
+            validation split and none is given.
+        classes: Classes to train, in this order (empty: every class of the dataset).
+        skip_bad: Skip files with problems instead of refusing the dataset.
     """
 
     epochs: int = 30
@@ -127,8 +149,23 @@ class TrainConfig:
     seed: int = 0
     max_mask_samples: int = 48
     init: str = ""
+    augment: str = "auto"
+    flip: bool = True
+    val_fraction: float = 0.1
+    classes: tuple[str, ...] = ()
+    skip_bad: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+
+
+    def __post_init__(self) -> None:
+        if self.augment not in ("auto", "on", "off"):
+            raise InputError(f"augment must be auto, on or off. Received: {self.augment!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise InputError(f"val_fraction must lie in [0, 1). Received: {self.val_fraction}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1. Received: {getattr(self, name)}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

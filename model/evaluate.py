@@ -16,6 +16,7 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 from tqdm import tqdm
 
+from ocrnet_edge.runtime import contract
 from ocrnet_edge.runtime.contract import SEG_STRIDE
 from ocrnet_edge.runtime.decode import DecodeOptions, Quant
 from ocrnet_edge.runtime.decode.frame import decode_outputs
@@ -73,59 +74,138 @@ def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, np.nan)
 
 
-def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResult]]) -> dict:
-    """Score decoded results against a dataset's ground truth.
+def _per_class_ap(ev: dict, n: int, gt: COCO | None = None) -> list[float | None]:
+    """AP (IoU 0.50:0.95, all areas, 100 detections) per category from COCOeval's precision array;
+    0 for a class with ground truth but no detections, None for a class without ground truth."""
+    if not ev:
+        if gt is None:
+            return [None] * n
+        return [0.0 if gt.getAnnIds(catIds=[k + 1], iscrowd=False) else None for k in range(n)]
+    prec = np.asarray(ev["precision"])[:, :, :, 0, -1]  # (T, R, K)
+    out = []
+    for k in range(min(n, prec.shape[2])):
+        p = prec[:, :, k]
+        out.append(float(p[p > -1].mean()) if (p > -1).any() else None)
+    return out + [None] * (n - len(out))
+
+
+def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResult]],
+                     heads: set[str] | None = None) -> dict:
+    """Score decoded results against a dataset's ground truth, on what its labels support.
+
+    Box AP is scored on images with boxes, mask AP on images with instance masks, mIoU on images
+    with a semantic map (pixels marked ignored are not scored); a metric the labels (or the model's
+    heads) cannot support is None, with the reason in ``skipped``.
 
     Args:
         dataset: The ground truth.
         results: ``(record, frame result)`` for every record to score.
+        heads: The model's heads (``detect``, ``semantic``, ``instance``), read once ``results`` is
+            consumed (a producer may fill it as it goes); None: all three.
 
     Returns:
-        A JSON-ready dict with at least :data:`METRIC_KEYS`, per-class IoU and the image count.
+        A JSON-ready dict with :data:`METRIC_KEYS` (None where skipped), per-class AP and IoU, the
+        image counts and ``skipped``.
     """
-    coco_gt = dataset.coco_dict()
-    name_to_cat = {c["name"]: c["id"] for c in coco_gt["categories"]}
-    n_sem = len(dataset.class_names) + 1
+    names = dataset.thing_classes
+    cat_of = {n: k + 1 for k, n in enumerate(names)}
+    sem_names = dataset.semantic_classes
+    n_sem = len(sem_names)
     cm = np.zeros((n_sem, n_sem), np.int64)
     box_dets, mask_dets, ids = [], [], []
+    sem_images = 0
     for rec, res in results:
         ids.append(rec.image_id)
         for d in res.detections:
             x0, y0, x1, y1 = d.box
-            cat = name_to_cat[d.label]
+            cat = cat_of[d.label]
             box_dets.append({"image_id": rec.image_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0],
                              "score": d.score})
             if d.has_mask:
                 mask_dets.append({"image_id": rec.image_id, "category_id": cat, "score": d.score,
                                   "segmentation": encode_rle(d.mask())})
-        sem = res.semantic_frame()
-        if sem is not None:
-            cm += confusion(rec.semantic(), sem, n_sem)
+        if rec.supervision.semantic:
+            sem = res.semantic_frame()
+            if sem is not None:
+                sem_images += 1
+                cm += confusion(rec.semantic(), sem, n_sem)
+    heads = {"detect", "semantic", "instance"} if heads is None else heads
     keep = set(ids)
-    coco_gt["images"] = [im for im in coco_gt["images"] if im["id"] in keep]
-    coco_gt["annotations"] = [a for a in coco_gt.get("annotations", []) if a["image_id"] in keep]
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(coco_gt)
-    box_stats, box_eval = _coco_eval(gt, box_dets, "bbox")
-    mask_stats, _ = _coco_eval(gt, mask_dets, "segm")
-    p_r50, r_p50 = _pr_figures(box_eval, gt)
-    ious = iou_from_confusion(cm)
-    names = ("background", *dataset.class_names)
-    return {
-        "images": len(ids),
-        "box_ap": float(box_stats[0]),
-        "box_ap50": float(box_stats[1]),
-        "box_ap_small": float(box_stats[3]),
-        "box_ap_medium": float(box_stats[4]),
-        "box_ap_large": float(box_stats[5]),
-        "mask_ap": float(mask_stats[0]),
-        "mask_ap50": float(mask_stats[1]),
-        "miou": float(np.nanmean(ious)) if cm.any() else 0.0,
-        "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, ious)},
-        "precision_at_recall50": p_r50,
-        "recall_at_precision50": r_p50,
-        "detections": len(box_dets),
-    }
+    sub = dataset.subset([r for r in dataset.records if r.image_id in keep])
+    skipped: dict[str, str] = {}
+    out: dict = {"images": len(ids), "detections": len(box_dets)}
+
+    def scored(label: str, dets: list, iou_type: str, key: str, has_head: bool, head: str):
+        gt_dict = sub.coco_dict(label)
+        if not names:
+            skipped[key] = "the model has no thing classes"
+        elif not has_head:
+            skipped[key] = f"the model has no {head} head"
+        elif not gt_dict["images"]:
+            skipped[key] = f"no image of this dataset has {'instance masks' if label == 'masks' else 'boxes'}"
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):
+                gt = COCO(gt_dict)
+            stats, ev = _coco_eval(gt, [d for d in dets if d["image_id"] in {im["id"] for im in gt_dict["images"]}],
+                                   iou_type)
+            return stats, ev, gt, len(gt_dict["images"])
+        return None, None, None, 0
+
+    box_stats, box_eval, box_gt, n_box = scored("boxes", box_dets, "bbox", "box_ap", "detect" in heads, "detection")
+    mask_stats, mask_eval, mask_gt, n_mask = scored("masks", mask_dets, "segm", "mask_ap", "instance" in heads, "instance")
+    out["images_scored"] = {"boxes": n_box, "masks": n_mask, "semantic": sem_images}
+    if box_stats is not None:
+        p_r50, r_p50 = _pr_figures(box_eval, box_gt)
+        out.update(box_ap=float(box_stats[0]), box_ap50=float(box_stats[1]), box_ap_small=float(box_stats[3]),
+                   box_ap_medium=float(box_stats[4]), box_ap_large=float(box_stats[5]),
+                   precision_at_recall50=p_r50, recall_at_precision50=r_p50)
+    else:
+        out.update(box_ap=None, box_ap50=None, precision_at_recall50=None, recall_at_precision50=None)
+        skipped.update({k: skipped["box_ap"] for k in ("box_ap50", "precision_at_recall50", "recall_at_precision50")})
+    if mask_stats is not None:
+        out.update(mask_ap=float(mask_stats[0]), mask_ap50=float(mask_stats[1]))
+    else:
+        out.update(mask_ap=None, mask_ap50=None)
+        skipped["mask_ap50"] = skipped["mask_ap"]
+    if "semantic" in heads and cm.any():
+        ious = iou_from_confusion(cm)
+        out["miou"] = float(np.nanmean(ious))
+        out["per_class_iou"] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(sem_names, ious)}
+    else:
+        out["miou"] = None
+        out["per_class_iou"] = {}
+        skipped["miou"] = ("the model has no semantic head" if "semantic" not in heads
+                           else "no image of this dataset has a semantic map")
+    box_pc, mask_pc = _per_class_ap(box_eval, len(names), box_gt), _per_class_ap(mask_eval, len(names), mask_gt)
+    out["per_class_ap"] = {n: {"box": b, "mask": m} for n, b, m in zip(names, box_pc, mask_pc)}
+    out["skipped"] = skipped
+    return out
+
+
+def validation_score(metrics: dict) -> float:
+    """The mean of box AP, mask AP and mIoU over those the labels support (the run keeps the best)."""
+    vals = [metrics[k] for k in ("box_ap", "mask_ap", "miou") if metrics.get(k) is not None]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def per_class_table(metrics: dict, indent: str = "") -> str:
+    """Per-class box AP, mask AP and IoU as aligned text lines."""
+    iou = metrics.get("per_class_iou", {})
+    ap = metrics.get("per_class_ap", {})
+    rows = [n for n in iou] if iou else list(ap)
+    for n in ap:
+        if n not in rows:
+            rows.append(n)
+    width = max([len(n) for n in rows] + [5])
+
+    def f(v):
+        return "   -  " if v is None else f"{v:6.3f}"
+
+    lines = [f"{indent}{'class':<{width}}  box AP mask AP    IoU"]
+    for n in rows:
+        a = ap.get(n, {})
+        lines.append(f"{indent}{n:<{width}}  {f(a.get('box'))}  {f(a.get('mask'))} {f(iou.get(n))}")
+    return "\n".join(lines)
 
 
 def keras_outputs(net, dataset: Dataset, batch_size: int = 16) -> Iterator[tuple[Record, Mapping[str, np.ndarray], object]]:
@@ -150,11 +230,27 @@ def evaluate_outputs(
     progress: bool = True,
 ) -> dict:
     """Decode model outputs with the runtime's decoder and score them."""
+    heads: set[str] = set()
+
     def results():
         for rec, outputs, transform in tqdm(produced, total=len(dataset), desc="eval", unit="img", disable=not progress):
+            if not heads:
+                heads.update(heads_of(outputs))
             yield rec, decode_outputs(outputs, transform, dataset.class_names, options, quants, seg_stride=SEG_STRIDE)
 
-    return evaluate_results(dataset, results())
+    return evaluate_results(dataset, results(), heads)
+
+
+def heads_of(outputs: Mapping[str, np.ndarray]) -> set[str]:
+    """The heads a model's outputs hold."""
+    heads = set()
+    if contract.DET_SCORES in outputs:
+        heads.add("detect")
+    if contract.DET_COEFFS in outputs and contract.MASK_PROTOS in outputs:
+        heads.add("instance")
+    if contract.SEG_LOGITS in outputs or "seg_labels" in outputs:
+        heads.add("semantic")
+    return heads
 
 
 def evaluate_keras(net, dataset: Dataset, progress: bool = True, options: DecodeOptions = EVAL_DECODE) -> dict:

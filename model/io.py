@@ -16,16 +16,34 @@ from ocrnet_edge.runtime.errors import InputError, ModelError
 from .config import ModelConfig, model_config_from_dict, to_dict
 
 CONFIG_MEMBER = "ocrnet_edge.json"
+DATA_MEMBER = "ocrnet_edge_data.json"
+"""Where the model's training and validation data came from (the converter's defaults)."""
 
 
-def save_model(net, cfg: ModelConfig, path: Path | str) -> None:
-    """Save ``net`` to ``path`` (a ``.keras`` file) with its configuration, atomically."""
+def save_model(net, cfg: ModelConfig, path: Path | str, data: dict | None = None) -> None:
+    """Save ``net`` to ``path`` (a ``.keras`` file) with its configuration (and data record), atomically."""
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.keras")
     net.save(tmp)
     with zipfile.ZipFile(tmp, "a") as z:
-        z.writestr(CONFIG_MEMBER, json.dumps(to_dict(cfg), indent=2))
+        z.writestr(CONFIG_MEMBER, json.dumps(to_dict(cfg), indent=2, ensure_ascii=False))
+        if data is not None:
+            z.writestr(DATA_MEMBER, json.dumps(data, indent=2, ensure_ascii=False))
     tmp.replace(path)
+
+
+def load_data_record(path: Path | str) -> dict | None:
+    """The record of the data a model was trained and validated on (see :func:`model.train.open_training_data`),
+    or None for a model saved without one."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            if DATA_MEMBER in z.namelist():
+                return json.loads(z.read(DATA_MEMBER))
+    except zipfile.BadZipFile:
+        return None
+    side = path.with_name("data.json")
+    return json.loads(side.read_text()) if side.is_file() else None
 
 
 def load_model(path: Path | str):

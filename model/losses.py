@@ -36,7 +36,7 @@ def iou_and_giou(a, b):
     return iou, iou - (enclose - union) / (enclose + EPS)
 
 
-def detection_losses(scores, dist, cls_label, box_target, centres, strides, num_classes: int):
+def detection_losses(scores, dist, cls_label, box_target, centres, strides, num_classes: int, cls_weight=None):
     """Quality focal loss on scores and GIoU loss on boxes, both normalised by the positives.
 
     Args:
@@ -46,6 +46,8 @@ def detection_losses(scores, dist, cls_label, box_target, centres, strides, num_
         box_target: (B, N, 4) assigned object box in pixels.
         centres: (N, 2) location centres; strides: (N,) location strides.
         num_classes: C.
+        cls_weight: (B, N) 1 where the score is taught, 0 where the labels say nothing (crowd regions,
+            images without boxes); None: everywhere.
 
     Returns:
         ``(cls_loss, box_loss)`` scalars.
@@ -59,16 +61,26 @@ def detection_losses(scores, dist, cls_label, box_target, centres, strides, num_
     y = onehot * quality[..., None]
     p = ops.clip(scores, EPS, 1.0 - EPS)
     bce = -(y * ops.log(p) + (1.0 - y) * ops.log(1.0 - p))
-    cls_loss = ops.sum(ops.square(y - p) * bce) / num_pos
+    qfl = ops.square(y - p) * bce
+    if cls_weight is not None:
+        qfl = qfl * ops.cast(cls_weight, "float32")[..., None]
+    cls_loss = ops.sum(qfl) / num_pos
     box_loss = ops.sum((1.0 - giou) * pos) / num_pos
     return cls_loss, box_loss
 
 
+IGNORE_LABEL = 255
+
+
 def semantic_loss(logits, labels):
-    """Mean pixel cross-entropy; ``logits`` (B, h, w, C) are resized bilinearly to ``labels`` (B, H, W)."""
+    """Mean pixel cross-entropy over labelled pixels; ``logits`` (B, h, w, C) are resized bilinearly to
+    ``labels`` (B, H, W), whose value 255 marks pixels that teach nothing (crowd, unlabelled, bars)."""
     h, w = labels.shape[1], labels.shape[2]
     up = ops.image.resize(logits, (h, w), interpolation="bilinear")
-    return ops.mean(ops.sparse_categorical_crossentropy(labels, up, from_logits=True))
+    valid = ops.cast(labels != IGNORE_LABEL, "float32")
+    safe = ops.where(labels == IGNORE_LABEL, 0, labels)
+    ce = ops.sparse_categorical_crossentropy(safe, up, from_logits=True)
+    return ops.sum(ce * valid) / ops.maximum(ops.sum(valid), 1.0)
 
 
 def mask_loss(coeffs, protos, mask_loc, mask_target, mask_box, mask_weight):

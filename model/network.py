@@ -161,7 +161,7 @@ def build_ocrnet(cfg: ModelConfig = ModelConfig(), batch_size: int | None = None
             [s3, Resize(2, name="seg_up4")(s4), Resize(4, name="seg_up5")(s5)]
         )
         merged = _sep(merged, sc, "seg_s8")
-        coarse = layers.Conv2D(len(cfg.class_names) + 1, 1, name=AUX_COARSE)(merged)
+        coarse = layers.Conv2D(len(cfg.semantic_classes), 1, name=AUX_COARSE)(merged)
         if cfg.use_ocr:
             z = ObjectContext(cfg.ocr_channels, sc, name="ocr")([merged, coarse])
         else:
@@ -170,7 +170,7 @@ def build_ocrnet(cfg: ModelConfig = ModelConfig(), batch_size: int | None = None
         z = layers.Concatenate(name="seg_cat4")([Resize(2, name="seg_up8")(z), detail])
         z = _sep(z, sc, "seg_s4")
         if "semantic" in cfg.tasks:
-            outputs[contract.SEG_LOGITS] = layers.Conv2D(len(cfg.class_names) + 1, 1, name=contract.SEG_LOGITS)(z)
+            outputs[contract.SEG_LOGITS] = layers.Conv2D(len(cfg.semantic_classes), 1, name=contract.SEG_LOGITS)(z)
             if training_outputs and cfg.use_ocr:
                 outputs[AUX_COARSE] = coarse
         if "instance" in cfg.tasks:
@@ -189,7 +189,7 @@ def output_spec(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         contract.DET_SCORES: (1, n, cfg.num_classes),
         contract.DET_BOXES: (1, n, 4),
         contract.DET_COEFFS: (1, n, k),
-        contract.SEG_LOGITS: (1, g, g, cfg.num_classes + 1),
+        contract.SEG_LOGITS: (1, g, g, len(cfg.semantic_classes)),
         contract.MASK_PROTOS: (1, g, g, k),
     }
     keep = set()

@@ -76,19 +76,39 @@ def image_targets(
     strides: tuple[int, ...],
     max_mask_samples: int,
     rng: np.random.Generator,
+    mask_valid: np.ndarray | None = None,
+    ignore: np.ndarray | None = None,
+    has_boxes: bool = True,
 ) -> dict[str, np.ndarray]:
     """All targets of one image (already at the input size).
 
+    Args:
+        boxes, categories, masks: The image's objects at the input size.
+        semantic: (S, S) semantic ids, 255 where nothing is taught.
+        size, strides: Input side and pyramid strides.
+        max_mask_samples: Positive locations that get a mask loss.
+        rng: Sampling of those locations.
+        mask_valid: (I,) which objects have a mask (default: all).
+        ignore: (S, S) crowd regions: their locations are neither positive nor negative.
+        has_boxes: The image's boxes are complete; without them detection learns nothing here.
+
     Returns:
-        ``cls_label`` (N,) int32 class or -1; ``box_target`` (N, 4) float32 pixels;
-        ``mask_loc`` (P,) int32 sampled positive locations; ``mask_target`` (P, h, w) float32
-        coverage of their object at prototype resolution; ``mask_box`` (P, 4) float32 object box in
-        prototype cells; ``mask_weight`` (P,) float32 (0 for padding); ``semantic`` (S, S) int32.
+        ``cls_label`` (N,) int32 class or -1; ``cls_weight`` (N,) float32 (0: not taught);
+        ``box_target`` (N, 4) float32 pixels; ``mask_loc`` (P,) int32 sampled positive locations;
+        ``mask_target`` (P, h, w) float32 coverage of their object at prototype resolution;
+        ``mask_box`` (P, 4) float32 object box in prototype cells; ``mask_weight`` (P,) float32 (0 for
+        padding); ``semantic`` (S, S) int32 (255 ignored).
     """
-    n_loc = len(anchor_points(size, tuple(strides))[0])
-    owner = assign(boxes, size, strides)
+    centres, _ = anchor_points(size, tuple(strides))
+    n_loc = len(centres)
+    owner = assign(boxes, size, strides) if has_boxes else np.full(n_loc, -1, np.int64)
     pos = owner >= 0
     cls_label = np.where(pos, categories[np.maximum(owner, 0)] if len(boxes) else -1, -1).astype(np.int32)
+    cls_weight = np.full(n_loc, 1.0 if has_boxes else 0.0, np.float32)
+    if ignore is not None and has_boxes and ignore.any():
+        cx = np.clip(centres[:, 0].astype(np.int64), 0, size - 1)
+        cy = np.clip(centres[:, 1].astype(np.int64), 0, size - 1)
+        cls_weight[ignore[cy, cx] & ~pos] = 0.0
     box_target = np.zeros((n_loc, 4), np.float32)
     if len(boxes):
         box_target[pos] = boxes[owner[pos]]
@@ -98,7 +118,8 @@ def image_targets(
     mask_target = np.zeros((p, g, g), np.float32)
     mask_box = np.zeros((p, 4), np.float32)
     mask_weight = np.zeros(p, np.float32)
-    locs = np.nonzero(pos)[0]
+    valid = np.ones(len(boxes), bool) if mask_valid is None else np.asarray(mask_valid, bool)
+    locs = np.nonzero(pos & (valid[np.maximum(owner, 0)] if len(boxes) else pos))[0]
     if len(locs):
         if len(locs) > p:
             locs = rng.choice(locs, p, replace=False)
@@ -110,6 +131,7 @@ def image_targets(
         mask_weight[:k] = 1.0
     return {
         "cls_label": cls_label,
+        "cls_weight": cls_weight,
         "box_target": box_target,
         "mask_loc": mask_loc,
         "mask_target": mask_target,

@@ -17,6 +17,7 @@ An output folder holds::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from dataclasses import asdict
@@ -30,8 +31,9 @@ from ocrnet_edge.runtime.decode.detect import anchor_points
 from ocrnet_edge.runtime.errors import InputError, OutputError
 
 from . import losses
+from .augment import AugmentOptions, photometric, placement, reduce_factor
 from .config import LossConfig, TrainConfig, model_config_from_dict, save_json, to_dict, train_config_from_dict
-from .data import Dataset, load_dataset
+from .data import Dataset, Record, Rendered, holdout_split, load_dataset, read_rgb, render
 from .io import save_model
 from .network import AUX_COARSE, build_ocrnet
 from .targets import image_targets
@@ -73,7 +75,7 @@ class OCRNetTrainer(keras.Model):
             strides = ops.convert_to_tensor(self._strides)
             cls_l, box_l = losses.detection_losses(
                 out["det_scores"], out["det_boxes"], y["cls_label"], y["box_target"], centres, strides,
-                self.cfg.num_classes,
+                self.cfg.num_classes, y["cls_weight"],
             )
             terms["cls"], terms["box"] = cls_l, box_l
             total = total + w.cls * cls_l + w.box * box_l
@@ -96,90 +98,75 @@ class OCRNetTrainer(keras.Model):
         return {**super().get_config(), "model_config": self.model_config, "loss_config": self.loss_config}
 
 
-class SceneBatches(keras.utils.PyDataset):
-    """Batches of (pixels, targets) from a COCO dataset, with random horizontal flips.
+class Batches(keras.utils.PyDataset):
+    """Batches of (pixels, targets) from a dataset, augmented on the fly (see :mod:`model.augment`).
 
-    Images must already be at the model's input size (generated scenes are); other sizes are
-    letterboxed by :func:`prepare_record`.
+    Each image's augmentation draws from its own generator seeded by (seed, epoch, image), so a run
+    is reproducible whatever the order or the number of workers.
     """
 
-    def __init__(self, dataset: Dataset, cfg: TrainConfig, shuffle: bool = True, **kwargs):
+    def __init__(self, dataset: Dataset, cfg: TrainConfig, augment: AugmentOptions | None = None,
+                 shuffle: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.dataset = dataset
         self.cfg = cfg
         self.shuffle = shuffle
-        self.rng = np.random.default_rng(cfg.seed)
+        self.augment = augment or AugmentOptions(enabled=False, flip=False)
+        self.epoch = 0
         self.order = np.arange(len(dataset))
-        if shuffle:
-            self.rng.shuffle(self.order)
+        self._reorder()
+
+    def _reorder(self) -> None:
+        if self.shuffle:
+            self.order = np.random.default_rng([self.cfg.seed, self.epoch]).permutation(len(self.dataset))
 
     def __len__(self) -> int:
         return max(1, len(self.dataset) // self.cfg.batch_size)
 
     def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self.rng.shuffle(self.order)
+        self.epoch += 1
+        self._reorder()
 
     def __getitem__(self, index: int):
         bs, m = self.cfg.batch_size, self.cfg.model
         idx = self.order[index * bs : (index + 1) * bs]
+        if len(idx) < bs:  # fewer images than a batch: repeat them
+            idx = np.resize(self.order, bs)
         xs, ys = [], []
         for i in idx:
-            image, boxes, cats, masks, sem = prepare_record(self.dataset.records[i], m.input_size)
-            if self.shuffle and self.rng.random() < 0.5:
-                image, masks, sem = image[:, ::-1], masks[:, :, ::-1], sem[:, ::-1]
-                boxes = boxes.copy()
-                boxes[:, [0, 2]] = m.input_size - boxes[:, [2, 0]]
-            xs.append(image)
-            ys.append(image_targets(boxes, cats, masks, sem, m.input_size, tuple(m.strides),
-                                    self.cfg.max_mask_samples, self.rng))
+            rng = np.random.default_rng([self.cfg.seed, self.epoch, int(i)])
+            r = prepare_record(self.dataset.records[int(i)], m.input_size, rng, self.augment)
+            xs.append(r.image)
+            ys.append(image_targets(r.boxes, r.categories, r.masks, r.semantic, m.input_size, tuple(m.strides),
+                                    self.cfg.max_mask_samples, rng, r.mask_valid, r.ignore,
+                                    self.dataset.records[int(i)].supervision.boxes))
         x = np.stack(xs).astype(np.float32)
         y = {k: np.stack([t[k] for t in ys]) for k in ys[0]}
         return x, y
 
 
-def prepare_record(record, size: int):
-    """Image, boxes, classes, masks and semantic map of a record at the model input size.
+def prepare_record(record: Record, size: int, rng: np.random.Generator | None = None,
+                   augment: AugmentOptions | None = None) -> Rendered:
+    """A record rendered at the model input: the runtime's letterbox, or an augmented placement.
 
     Returns:
-        ``(image (S, S, 3) uint8, boxes (I, 4) float32, categories (I,), masks (I, S, S) bool,
-        semantic (S, S) uint8)``.
+        A :class:`~model.data.Rendered` with the image (S, S, 3) uint8 and every label at the input.
     """
-    import cv2
-
-    from ocrnet_edge.runtime.preprocess import preprocess_into
-
-    image = record.image()
-    masks = record.masks()
-    sem = record.semantic()
-    boxes = record.boxes.copy()
-    h, w = image.shape[:2]
-    if (h, w) == (size, size):
-        return image, boxes, record.categories, masks, sem
-    buf = np.empty((size, size, 3), np.uint8)
-    t = preprocess_into(image, buf)
-    nw, nh = round(w * t.scale_x), round(h * t.scale_y)
-    px, py = int(t.pad_x), int(t.pad_y)
-
-    def place(a, interp):
-        out = np.zeros((size, size), a.dtype)
-        out[py : py + nh, px : px + nw] = cv2.resize(a, (nw, nh), interpolation=interp)
-        return out
-
-    masks = np.stack([place(m.astype(np.uint8), cv2.INTER_NEAREST) > 0 for m in masks]) if len(masks) else \
-        np.zeros((0, size, size), bool)
-    sem = place(sem, cv2.INTER_NEAREST)
-    boxes[:, 0::2] = boxes[:, 0::2] * t.scale_x + px
-    boxes[:, 1::2] = boxes[:, 1::2] * t.scale_y + py
-    return buf, boxes, record.categories, masks, sem
+    augment = augment or AugmentOptions(enabled=False, flip=False)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    p = placement(record, size, rng, augment)
+    image = read_rgb(record.path, reduce_factor(record, p))
+    if augment.enabled:
+        image = photometric(image, rng, augment)
+    return render(record, p, image=image)
 
 
 class _History(keras.callbacks.Callback):
-    """After each epoch: validation metrics, history.csv, resumable state, best model."""
+    """After each epoch: validation metrics (per class too), history.csv, resumable state, best model."""
 
-    def __init__(self, out: Path, val: Dataset | None, cfg: TrainConfig, trainer: OCRNetTrainer):
+    def __init__(self, out: Path, val: Dataset | None, cfg: TrainConfig, trainer: OCRNetTrainer, data: dict):
         super().__init__()
-        self.out, self.val, self.cfg, self.trainer = out, val, cfg, trainer
+        self.out, self.val, self.cfg, self.trainer, self.data = out, val, cfg, trainer, data
         state = _read_state(out)
         self.best = state.get("best_score", -1.0)
         self.t0 = time.time()
@@ -188,20 +175,24 @@ class _History(keras.callbacks.Callback):
         logs = dict(logs or {})
         score = None
         if self.val is not None:
-            from .evaluate import evaluate_keras
+            from .evaluate import evaluate_keras, per_class_table, validation_score
 
             metrics = evaluate_keras(self.trainer.net, self.val, progress=False)
             for k in ("box_ap", "mask_ap", "miou"):
-                logs[f"val_{k}"] = metrics[k]
-            score = (metrics["box_ap"] + metrics["mask_ap"] + metrics["miou"]) / 3
-            print(f"  val: box_ap={metrics['box_ap']:.3f} mask_ap={metrics['mask_ap']:.3f} miou={metrics['miou']:.3f}")
+                logs[f"val_{k}"] = metrics[k] if metrics[k] is not None else ""
+            score = validation_score(metrics)
+            shown = " ".join(f"{k}={metrics[k]:.3f}" for k in ("box_ap", "mask_ap", "miou") if metrics[k] is not None)
+            print(f"  val ({len(self.val)} images): {shown}")
+            print(per_class_table(metrics, indent="    "))
+            _atomic(self.out / "val_metrics.json", lambda p: Path(p).write_text(json.dumps(
+                {"epoch": epoch + 1, **metrics}, indent=1)), suffix=".json")
         logs["epoch"] = epoch + 1
         logs["seconds"] = round(time.time() - self.t0, 1)
         _append_csv(self.out / "history.csv", logs)
         _atomic(self.out / "last.weights.h5", self.trainer.save_weights, suffix=".weights.h5")
         if score is None or score >= self.best:
             self.best = score if score is not None else self.best
-            save_model(self.trainer.net, self.cfg.model, self.out / "model.keras")
+            save_model(self.trainer.net, self.cfg.model, self.out / "model.keras", data=self.data)
         _atomic(self.out / "state.json", lambda p: Path(p).write_text(
             json.dumps({"epochs_done": epoch + 1, "best_score": self.best})), suffix=".json")
 
@@ -221,15 +212,45 @@ def _append_csv(path: Path, row: dict) -> None:
         wr.writerow({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
 
 
-def _load_init(trainer: OCRNetTrainer, cfg: TrainConfig) -> None:
-    """Copy the weights of ``cfg.init`` (a saved model of the same architecture) into the trainer."""
-    from .io import load_model, load_model_config
+def _load_init(trainer: OCRNetTrainer, cfg: TrainConfig) -> str:
+    """Copy the weights of ``cfg.init`` into the trainer, layer by layer where the shapes agree.
+
+    Layers whose weights differ in shape (the class-dependent heads when the class lists differ)
+    keep their fresh initialisation. Returns the line that says what came over.
+
+    Raises:
+        InputError: The file is missing, or not a single tensor fits this architecture.
+    """
+    from .io import load_model
 
     net = load_model(cfg.init)  # names the file when it is missing or not a Keras model
-    if to_dict(load_model_config(cfg.init)) != to_dict(cfg.model):
-        raise InputError(f"{cfg.init}: --init model has another architecture than this run; "
-                         "train with its configuration (--config its config.json)")
-    trainer.net.set_weights(net.get_weights())
+    source = {layer.name: layer for layer in net.layers}
+    loaded = total = 0
+    reset, absent = [], []
+    for layer in trainer.net.layers:
+        mine = layer.get_weights()
+        if not mine:
+            continue
+        total += len(mine)
+        theirs = source.get(layer.name)
+        if theirs is None:
+            absent.append(layer.name)
+            continue
+        w = theirs.get_weights()
+        if len(w) == len(mine) and all(a.shape == b.shape for a, b in zip(w, mine)):
+            layer.set_weights(w)
+            loaded += len(w)
+        else:
+            reset.append(layer.name)
+    if loaded == 0:
+        raise InputError(f"{cfg.init}: --init model shares no layer of the same shape with this architecture "
+                         "(another backbone width or neck); train with its configuration (--config its config.json)")
+    line = f"--init {cfg.init}: loaded {loaded} of {total} tensors"
+    if reset:
+        line += f"; reset (other shape, e.g. other classes): {', '.join(reset)}"
+    if absent:
+        line += f"; not in the source: {', '.join(absent[:6])}{' ...' if len(absent) > 6 else ''}"
+    return line
 
 
 def _read_state(out: Path) -> dict:
@@ -247,19 +268,78 @@ def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optim
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay, clipnorm=10.0)
 
 
+def tasks_supported(ds: Dataset) -> tuple[str, ...]:
+    """The heads a dataset's labels can teach: detection with boxes, instances with masks, semantic with maps."""
+    tasks = []
+    if ds.thing_classes and ds.supports("boxes"):
+        tasks.append("detect")
+    if ds.supports("semantic") or ds.supports("masks"):
+        tasks.append("semantic")
+    if ds.thing_classes and ds.supports("masks"):
+        tasks.append("instance")
+    return tuple(tasks)
+
+
+def open_training_data(data: Path | str, val_data: Path | str | None, cfg: TrainConfig,
+                       quiet: bool = False) -> tuple[Dataset, Dataset | None, dict]:
+    """The training set, the validation set and the record of both that travels with the model.
+
+    The validation set is ``val_data`` when given, else the dataset's own validation split (YOLO
+    ``val``, Roboflow ``valid``), else ``cfg.val_fraction`` of the training images held out by seed.
+    """
+    from .formats import available_splits
+
+    data = Path(data)
+    classes = tuple(cfg.classes) or None
+    splits = available_splits(data)
+    split = "train" if "train" in splits else "all"
+    full = load_dataset(data, classes, split=split, skip_bad=cfg.skip_bad, quiet=quiet, strict_classes=True)
+    record = {"train": {"path": str(data.resolve()), "split": split, "format": full.format},
+              "generated": full.generated}
+    train_set, val_set = full, None
+    if cfg.val_images > 0:
+        if val_data is not None:
+            vpath = Path(val_data)
+            vsplit = "val" if "val" in available_splits(vpath) else "all"
+            val_set = load_dataset(vpath, full.thing_classes, split=vsplit, stuff_names=full.stuff_classes,
+                                   skip_bad=cfg.skip_bad, quiet=quiet)
+            record["val"] = {"path": str(vpath.resolve()), "split": vsplit, "format": val_set.format}
+        elif "val" in splits:
+            val_set = load_dataset(data, full.thing_classes, split="val", stuff_names=full.stuff_classes,
+                                   skip_bad=cfg.skip_bad, quiet=quiet)
+            record["val"] = {"path": str(data.resolve()), "split": "val", "format": val_set.format}
+        elif cfg.val_fraction > 0 and len(full) >= 10:
+            train_set, val_set = holdout_split(full, cfg.val_fraction, cfg.seed)
+            record["val"] = {"path": str(data.resolve()), "split": split, "format": full.format,
+                             "holdout": {"fraction": cfg.val_fraction, "seed": cfg.seed}}
+            record["train"]["holdout_excluded"] = {"fraction": cfg.val_fraction, "seed": cfg.seed}
+        if val_set is not None and len(val_set) > cfg.val_images:
+            val_set = val_set.subset(val_set.records[: cfg.val_images])
+    record["classes"] = {"thing": list(full.thing_classes), "stuff": list(full.stuff_classes)}
+    return train_set, val_set, record
+
+
 def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | str | None = None,
           resume: bool = True, verbose: int = 1) -> Path:
     """Train (or resume training) and return the path of the saved inference model.
 
+    The classes come from the dataset (``cfg.classes`` selects and orders them) and the heads from
+    what its labels support; ``cfg.model`` gives the rest of the architecture.
+
     Args:
-        data: COCO dataset folder for training.
+        data: Training dataset in any supported format (see :mod:`model.formats`).
         out: Output folder (created; an existing run there is resumed when its config matches).
         cfg: Training configuration.
-        val_data: COCO dataset folder for per-epoch validation (``cfg.val_images`` of its images).
+        val_data: Dataset for per-epoch validation; default: the dataset's validation split or a held-out share.
         resume: Continue a run found in ``out``.
         verbose: Keras progress bar (1) or one line per epoch (2).
     """
     out = Path(out)
+    train_set, val_set, data_record = open_training_data(data, val_data, cfg)
+    model_cfg = dataclasses.replace(cfg.model, class_names=train_set.thing_classes,
+                                    stuff_names=train_set.stuff_classes, tasks=tasks_supported(train_set))
+    augment = cfg.augment == "on" or (cfg.augment == "auto" and not train_set.generated)
+    cfg = dataclasses.replace(cfg, model=model_cfg)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -270,15 +350,18 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         saved = train_config_from_dict(json.loads(cfg_path.read_text()))
         if to_dict(saved.model) != to_dict(cfg.model):
             raise InputError(f"{cfg_path}: the run in {out} has another model configuration; use a new --out")
-    train_set = load_dataset(data, cfg.model.class_names)
-    val_set = None
-    if val_data is not None and cfg.val_images > 0:
-        full = load_dataset(val_data, cfg.model.class_names)
-        val_set = Dataset(full.root, full.records[: cfg.val_images], full.class_names)
     save_json(cfg, cfg_path)
+    data_record["augment"] = augment
+    _atomic(out / "data.json", lambda p: Path(p).write_text(json.dumps(data_record, indent=1)), suffix=".json")
+    sup = {t: train_set.supports(t) for t in ("boxes", "masks", "semantic")}
+    print(f"training on {len(train_set)} images ({train_set.format}; boxes {sup['boxes']}, masks {sup['masks']}, "
+          f"label maps {sup['semantic']}), validating on {len(val_set) if val_set else 0}; "
+          f"classes: {list(model_cfg.class_names)}" + (f" + regions {list(model_cfg.stuff_names)}"
+                                                      if model_cfg.stuff_names else "")
+          + f"; heads: {', '.join(model_cfg.tasks)}; augmentation {'on' if augment else 'off (flips only)'}")
 
     keras.utils.set_random_seed(cfg.seed)
-    batches = SceneBatches(train_set, cfg)
+    batches = Batches(train_set, cfg, AugmentOptions(enabled=augment, flip=cfg.flip))
     trainer = OCRNetTrainer(to_dict(cfg.model), to_dict(cfg.loss))
     trainer.compile(optimizer=_optimizer(cfg, len(batches)))
     trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
@@ -288,13 +371,12 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         # Built first, the optimizer gets its moments and step count back from the weights file.
         trainer.optimizer.build(trainer.trainable_variables)
         trainer.load_weights(str(out / "last.weights.h5"))
-        batches.rng = np.random.default_rng([cfg.seed, initial_epoch])
+        batches.epoch = initial_epoch
+        batches._reorder()
         print(f"resuming {out} after epoch {initial_epoch}")
     elif cfg.init:
-        _load_init(trainer, cfg)
-        print(f"starting from the weights of {cfg.init}")
+        print(_load_init(trainer, cfg))
     if initial_epoch < cfg.epochs:
         trainer.fit(batches, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
-                    callbacks=[_History(out, val_set, cfg, trainer)])
+                    callbacks=[_History(out, val_set, cfg, trainer, data_record)])
     return out / "model.keras"
-

@@ -53,6 +53,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _class_list(text: str) -> tuple[str, ...]:
+    """``--classes a,b,c``: names as written (spaces inside a name kept), empty entries refused."""
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated class names, e.g. person,forklift. Received: {text!r}")
+    return names
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _require_workstation("train")
     import dataclasses
@@ -60,33 +68,62 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ocrnet_edge.model.config import TrainConfig, train_config_from_dict
     from ocrnet_edge.model.train import train
+    from ocrnet_edge.runtime.errors import InputError
 
     cfg = TrainConfig()
     if args.config:
-        cfg = train_config_from_dict(json.loads(Path(args.config).read_text()))
+        try:
+            cfg = train_config_from_dict(json.loads(Path(args.config).read_text()))
+        except FileNotFoundError:
+            raise InputError(f"{args.config}: configuration file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError) as e:
+            raise InputError(f"{args.config}: not a training configuration JSON ({type(e).__name__}: {e})") from None
     model_kw = {k: v for k, v in {"input_size": args.size, "width": args.width}.items() if v is not None}
     if args.no_ocr:
         model_kw["use_ocr"] = False
     train_kw = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch, "learning_rate": args.lr,
-                                  "seed": args.seed, "val_images": args.val_images,
-                                  "init": str(args.init) if args.init else None}.items() if v is not None}
+                                  "seed": args.seed, "val_images": args.val_images, "val_fraction": args.val_fraction,
+                                  "init": str(args.init) if args.init else None, "classes": args.classes,
+                                  "augment": args.augment}.items() if v is not None}
+    if args.no_flip:
+        train_kw["flip"] = False
+    if args.skip_bad:
+        train_kw["skip_bad"] = True
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model_kw), **train_kw)
     path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1)
     print(f"model: {path}")
     return 0
 
 
+def _model_classes(model: Path, card: Path | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(thing classes, region classes) of a .keras or .tflite model."""
+    if model.suffix == ".tflite":
+        from ocrnet_edge.runtime.engine import find_card
+
+        c = find_card(model, card=card)
+        things = tuple(c.class_names)
+        stuff = tuple(n for n in c.semantic_classes[1:] if n not in things)
+        return things, stuff
+    from ocrnet_edge.model.io import load_model_config
+
+    cfg = load_model_config(model)
+    return tuple(cfg.class_names), tuple(cfg.stuff_names)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     _require_workstation("eval")
     import json
 
-    from ocrnet_edge.model.data import Dataset, load_dataset
-    from ocrnet_edge.model.evaluate import METRIC_KEYS, evaluate_keras, write_metrics
+    from ocrnet_edge.model.data import load_dataset
+    from ocrnet_edge.model.evaluate import METRIC_KEYS, evaluate_keras, per_class_table, write_metrics
+    from ocrnet_edge.model.formats import available_splits
     from ocrnet_edge.model.io import load_model
 
-    data = load_dataset(args.data)
+    things, stuff = _model_classes(args.model, args.card)
+    split = args.split or ("val" if "val" in available_splits(args.data) else "all")
+    data = load_dataset(args.data, things, split=split, stuff_names=stuff, skip_bad=args.skip_bad, quiet=args.quiet)
     if args.limit:
-        data = Dataset(data.root, data.records[: args.limit], data.class_names)
+        data = data.subset(data.records[: args.limit])
     if args.model.suffix == ".tflite":
         from ocrnet_edge.convert.fidelity import engine_outputs
         from ocrnet_edge.model.evaluate import evaluate_outputs
@@ -98,10 +135,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         metrics = evaluate_keras(load_model(args.model), data, progress=not args.quiet)
         fmt = "keras"
-    summary = {k: round(metrics[k], 4) for k in METRIC_KEYS}
+    summary = {k: (None if metrics[k] is None else round(metrics[k], 4)) for k in METRIC_KEYS}
     print(json.dumps(summary))
+    if not args.quiet:
+        print(per_class_table(metrics))
+    for k, why in metrics["skipped"].items():
+        if k in ("box_ap", "mask_ap", "miou"):
+            print(f"skipped {k}: {why}", file=sys.stderr)
     if args.json:
-        write_metrics(metrics, args.json, {"model": str(args.model), "data": str(args.data), "format": fmt})
+        write_metrics(metrics, args.json, {"model": str(args.model), "data": str(args.data), "split": split,
+                                           "format": fmt})
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    _require_workstation("dataset")
+    import json
+
+    from ocrnet_edge.model.summary import format_summary, summarize, write_preview
+
+    doc = summarize(args.data, args.size)
+    print(format_summary(doc))
+    if args.json:
+        tmp = Path(str(args.json) + ".partial")
+        try:
+            tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            tmp.replace(args.json)
+        except OSError as e:
+            from ocrnet_edge.runtime.errors import OutputError
+
+            raise OutputError(f"{args.json}: cannot write ({e.strerror})") from None
+    if args.preview:
+        files = write_preview(args.data, args.preview, args.preview_count, args.size)
+        print(f"preview: {len(files)} images in {args.preview}")
     return 0
 
 
@@ -120,13 +186,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
         size = size or board.input_size
         edgetpu = edgetpu or board.prefers_edgetpu
     opts = ConvertOptions(size=size, calib=args.calib, min_calib=args.min_calib, val=args.val,
-                          heldout_images=args.heldout_images, max_drop=args.max_drop, edgetpu=edgetpu,
-                          name=args.name, progress=not args.quiet)
+                          heldout_images=args.heldout_images, gate=not args.no_gate, max_drop=args.max_drop,
+                          edgetpu=edgetpu, name=args.name, progress=not args.quiet)
     res = convert_model(args.model, args.out, opts)
-    fid = res.report["fidelity"]
-    drops = ", ".join(f"{k} {v:+.2f}" for k, v in fid["drops_points"].items())
+    fid = res.report.get("fidelity")
+    if fid:
+        drops = "drops in points: " + (", ".join(f"{k} {v:+.2f}" for k, v in fid["drops_points"].items()) or "none scored")
+    else:
+        drops = "NOT GATED (--no-gate)"
+    print(f"calibration: {res.report['calibration']['source']}; gate: {fid['heldout'] if fid else 'none'}")
     print(f"wrote {res.int8} ({res.report['files']['int8_bytes'] / 1024:.0f} KiB), {res.card.name}, "
-          f"{res.report_md.name}; drops in points: {drops}; "
+          f"{res.report_md.name}; {drops}; "
           f"Edge TPU: {res.report['edgetpu_check']['mapped_share'] * 100:.0f}% of ops map")
     return 0
 
@@ -268,10 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
-    t = sub.add_parser("train", help="train the shared-feature model (workstation)")
-    t.add_argument("--data", required=True, type=Path, help="COCO dataset folder to train on")
+    t = sub.add_parser("train", help="train the shared-feature model on a labelled dataset (workstation)")
+    t.add_argument("--data", required=True, type=Path,
+                   help="dataset: COCO (folder or .json), YOLO (folder or data.yaml) or label maps "
+                   "(images/ labels/ classes.txt)")
     t.add_argument("--out", required=True, type=Path, help="run folder (an existing run is resumed)")
-    t.add_argument("--val", type=Path, help="COCO dataset folder for per-epoch validation")
+    t.add_argument("--val", type=Path, help="validation dataset (default: the dataset's val split, else "
+                   "--val-fraction of its images held out)")
+    t.add_argument("--classes", type=_class_list, help="train these classes only, in this order (comma-separated)")
     t.add_argument("--config", type=Path, help="training configuration JSON (as saved in a run's config.json)")
     t.add_argument("--size", type=int, help="input size (multiple of 32)")
     t.add_argument("--width", type=float, help="backbone width multiplier")
@@ -280,7 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--val-images", type=int, help="validation images per epoch (0: none)")
-    t.add_argument("--init", type=Path, help="fine-tune: start from the weights of this model.keras (same architecture)")
+    t.add_argument("--val-fraction", type=float, help="share held out for validation when there is no val split (0.1)")
+    t.add_argument("--augment", choices=["auto", "on", "off"],
+                   help="augmentation (scale, crop, colour, blur, noise); auto: on for your data, flips only "
+                   "for generated scenes")
+    t.add_argument("--no-flip", action="store_true", help="no horizontal flips (for classes where left and right differ)")
+    t.add_argument("--skip-bad", action="store_true", help="skip files with problems (counted) instead of stopping")
+    t.add_argument("--init", type=Path, help="start from the weights of this model.keras (layers of the same shape; "
+                   "class-dependent layers start fresh)")
     t.add_argument("--no-ocr", action="store_true", help="ablation: semantic branch without object context")
     t.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
@@ -290,12 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", type=Path, help="model.keras")
     c.add_argument("--out", required=True, type=Path, help="output folder")
     c.add_argument("--size", type=int, help="export input size (multiple of 32); default: the model's")
-    c.add_argument("--calib", type=Path, default=Path("calibration_data"), help="calibration image folder")
+    c.add_argument("--calib", type=Path, help="calibration image folder (default: images of the model's training "
+                   "data; calibration_data/ for generated-scene models)")
     c.add_argument("--min-calib", type=int, default=100, help="fewest usable calibration images accepted")
     c.add_argument("--board", help="take the input size and the Edge TPU choice from a board profile")
     c.add_argument("--edgetpu", action="store_true", help="compile for the Edge TPU (needs edgetpu_compiler)")
-    c.add_argument("--val", type=Path, help="COCO dataset for the fidelity gate (default: generated held-out scenes)")
-    c.add_argument("--heldout-images", type=int, default=100, help="generated held-out images for the gate")
+    c.add_argument("--val", type=Path, help="labelled dataset for the fidelity gate (default: the model's "
+                   "validation data; generated scenes for generated-scene models)")
+    c.add_argument("--heldout-images", type=int, help="gate images (default: 100 generated scenes, or up to 200 "
+                   "of the validation data)")
+    c.add_argument("--no-gate", action="store_true", help="convert without the fidelity gate (the report says so)")
     c.add_argument("--max-drop", type=float, default=1.0, help="largest allowed drop of box AP, mask AP, mIoU (points)")
     c.add_argument("--name", help="output name (default: the model's folder or file name)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -360,12 +445,22 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--board", default="auto", help="board to report on (default: auto-detect)")
     dr.set_defaults(func=cmd_doctor)
 
-    e = sub.add_parser("eval", help="box/mask AP, mIoU, P@R50 and R@P50 on a COCO dataset (workstation)")
+    ds = sub.add_parser("dataset", help="summary and problems of a labelled dataset, before training (workstation)")
+    ds.add_argument("data", type=Path, help="dataset folder, COCO .json or YOLO data.yaml")
+    ds.add_argument("--size", type=int, default=320, help="model input size the object sizes are given at")
+    ds.add_argument("--json", type=Path, help="write the summary and every problem as JSON")
+    ds.add_argument("--preview", type=Path, help="folder for images with their labels drawn, as training sees them")
+    ds.add_argument("--preview-count", type=int, default=16, help="images in the preview")
+    ds.set_defaults(func=cmd_dataset)
+
+    e = sub.add_parser("eval", help="box/mask AP, mIoU, per class, on a labelled dataset (workstation)")
     e.add_argument("model", type=Path, help="model.keras or a converted .tflite")
     e.add_argument("--card", type=Path, help="model card for a .tflite without one")
     e.add_argument("--backend", default="auto", help="auto, cpu or edgetpu (for a .tflite)")
     e.add_argument("--threads", type=int, default=2, help="interpreter threads (for a .tflite)")
-    e.add_argument("--data", required=True, type=Path, help="COCO dataset folder")
+    e.add_argument("--data", required=True, type=Path, help="labelled dataset (any format train reads)")
+    e.add_argument("--split", help="split to score (default: val when the dataset has one, else all)")
+    e.add_argument("--skip-bad", action="store_true", help="skip files with problems instead of stopping")
     e.add_argument("--json", type=Path, help="write all metrics here")
     e.add_argument("--limit", type=int, help="evaluate the first N images only")
     e.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -54,7 +54,7 @@ class ModelCard:
         resize: ``letterbox`` or ``stretch``.
         colour_order: Channel order the model expects (``rgb`` or ``bgr``).
         outputs: Outputs by name.
-        class_names: Thing classes (detection), in id order.
+        class_names: Thing classes (detection), in id order (the card's ``thing_classes``).
         semantic_classes: Semantic classes, background first.
         strides: Detection strides.
         seg_stride: Stride of semantic logits and prototypes relative to the input.
@@ -92,9 +92,9 @@ class ModelCard:
         return tuple(out)
 
 
-_TOP_KEYS = {"format", "name", "input", "outputs", "class_names", "semantic_classes", "strides", "seg_stride",
-             "decode", "model_sha256", "source_sha256", "versions", "created", "quantization", "task", "tasks",
-             "float_reference", "notes"}
+_TOP_KEYS = {"format", "name", "input", "outputs", "class_names", "thing_classes", "semantic_classes", "strides",
+             "seg_stride", "decode", "model_sha256", "source_sha256", "versions", "created", "quantization", "task",
+             "tasks", "float_reference", "notes", "calibration", "gate"}
 _INPUT_KEYS = {"size", "resize", "colour_order", "dtype", "scale", "zero_point", "name", "pad_value"}
 _OUTPUT_KEYS = {"role", "tensor", "shape", "dtype", "scale", "zero_point", "range", "meaning"}
 
@@ -164,9 +164,18 @@ def parse_card(doc: Any, where: str = "card") -> ModelCard:
             raise _fail(where, f"{key!r} must be a list of strings")
         return tuple(v)
 
-    class_names = names("class_names")
+    if "thing_classes" in doc and "class_names" in doc and doc["thing_classes"] != doc["class_names"]:
+        raise _fail(where, "'thing_classes' and 'class_names' (its older name) disagree")
+    class_names = names("thing_classes" if "thing_classes" in doc else "class_names")
     if contract.DET_SCORES in roles and not class_names:
-        raise _fail(where, "a detection model needs 'class_names'")
+        raise _fail(where, "a detection model needs 'thing_classes'")
+    seg = next((o for o in outputs.values() if o.role == contract.SEG_LOGITS and o.shape), None)
+    sem = names("semantic_classes")
+    if seg is not None and sem and seg.shape[-1] != len(sem):
+        raise _fail(where, f"seg_logits has {seg.shape[-1]} classes but 'semantic_classes' names {len(sem)}")
+    det = next((o for o in outputs.values() if o.role == contract.DET_SCORES and o.shape), None)
+    if det is not None and det.shape[-1] != len(class_names):
+        raise _fail(where, f"det_scores has {det.shape[-1]} classes but 'thing_classes' names {len(class_names)}")
     strides = doc.get("strides", list(contract.DEFAULT_STRIDES))
     if not isinstance(strides, list) or not all(isinstance(s, int) and s > 0 for s in strides):
         raise _fail(where, "'strides' must be a list of positive integers")

@@ -15,6 +15,18 @@ PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0,
 _LUT = np.ascontiguousarray(PALETTE[np.arange(256) % len(PALETTE)].reshape(256, 1, 3))
 
 
+def drawable(text: str) -> str:
+    """``text`` in the characters OpenCV's built-in (Hershey) fonts can draw: accents are dropped
+    ("Gabelstapler Größe" becomes "Gabelstapler Grosse"), other letters become "?"; empty when
+    nothing readable is left. JSON lines and reports keep the names as written."""
+    import unicodedata
+
+    t = unicodedata.normalize("NFKD", text.replace("ß", "ss"))
+    t = "".join(c for c in t if not unicodedata.combining(c))
+    out = "".join(c if 32 <= ord(c) < 127 else "?" for c in t)
+    return out if any(c.isalnum() for c in out) else ""
+
+
 def colour(class_id: int) -> tuple[int, int, int]:
     """RGB colour of a semantic class id."""
     c = PALETTE[class_id % len(PALETTE)]
@@ -48,7 +60,7 @@ def annotate(frame: np.ndarray, result: FrameResult, semantic: bool = True, mask
                 np.copyto(roi, tint, where=mroi[..., None])
         x0, y0, x1, y1 = (int(round(v)) for v in d.box)
         cv2.rectangle(img, (x0, y0), (x1, y1), c, 2)
-        text = f"{d.label} {d.score:.2f}"
+        text = f"{drawable(d.label) or f'class {d.category}'} {d.score:.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
         ty = max(y0, th + base + 1)
         cv2.rectangle(img, (x0, ty - th - base - 1), (x0 + tw + 2, ty), c, -1)

@@ -44,6 +44,31 @@ def cpu_build_for(path: Path) -> Path | None:
     return p if p != path and p.is_file() else None
 
 
+def find_card(path: Path | str, info: ModelFileInfo | None = None, card=None) -> ModelCard:
+    """A model file's card: ``card`` when given (a :class:`ModelCard` or a JSON file), else the embedded one,
+    else ``<name>.card.json`` beside it.
+
+    Raises:
+        ModelError: No card, or a card the strict parser refuses.
+    """
+    path = Path(path)
+    info = info if info is not None else inspect_model(path)
+    if isinstance(card, ModelCard):
+        return card
+    if card is not None:
+        return read_card_file(card)
+    embedded = info.card()
+    if embedded is not None:
+        return parse_card(embedded, f"{path} (embedded card)")
+    side = sibling_card(path)
+    if side is not None:
+        return read_card_file(side)
+    raise ModelError(
+        f"{path}: no model card (neither embedded nor {path.stem}.card.json beside it); models converted by "
+        "`ocrnet-edge convert` carry one, for other models write one and pass --card FILE"
+    )
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """How to run a model.
@@ -99,7 +124,7 @@ class Engine:
         """
         path = Path(path)
         info = inspect_model(path)
-        model_card = cls._find_card(path, info, card)
+        model_card = find_card(path, info, card)
         backend_name = options.backend
         if backend_name == "auto":
             backend_name = "edgetpu" if info.is_edgetpu else "cpu"
@@ -124,23 +149,6 @@ class Engine:
         hint = f"run the CPU build {cpu} instead" if cpu else "run the CPU build of the model (the file without _edgetpu)"
         return (f"{path} is compiled for the Edge TPU (edgetpu-custom-op) and needs the TPU and libedgetpu.so.1 "
                 f"({reason}); {hint}")
-
-    @staticmethod
-    def _find_card(path: Path, info: ModelFileInfo, card) -> ModelCard:
-        if isinstance(card, ModelCard):
-            return card
-        if card is not None:
-            return read_card_file(card)
-        embedded = info.card()
-        if embedded is not None:
-            return parse_card(embedded, f"{path} (embedded card)")
-        side = sibling_card(path)
-        if side is not None:
-            return read_card_file(side)
-        raise ModelError(
-            f"{path}: no model card (neither embedded nor {path.stem}.card.json beside it); models converted by "
-            "`ocrnet-edge convert` carry one, for other models write one and pass --card FILE"
-        )
 
     def _bind(self) -> None:
         b = self.backend

@@ -79,3 +79,143 @@ def roomy_board(tmp_path_factory):
     path = tmp_path_factory.mktemp("boards") / "roomy.yaml"
     path.write_text(text)
     return path
+
+
+# ---------------------------------------------------------------- datasets as labelling tools export them
+
+USER_CLASSES = ("Gabelstapler", "casque de sécurité", "palette")
+"""Thing classes the reference model never had (a space and a non-ASCII letter on purpose)."""
+USER_REGION = "floor"
+SCENE_TO_USER = (0, 1, 2, 2)
+"""Scene category -> user class: ellipse, triangle, rectangle and star (a second kind of pallet)."""
+USER_SIZES = ((480, 360), (360, 480), (400, 400), (640, 360))
+"""Images of several sizes and aspects, as photographs come."""
+
+
+def user_scene(seed, i: int):
+    """One image with user classes and a floor region: ``(rgb, [(class, mask)], floor polygon (K, 2))``."""
+    import numpy as np
+
+    from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
+
+    w, h = USER_SIZES[i % len(USER_SIZES)]
+    scene = draw_scene((seed, i), SceneOptions(width=w, height=h, min_objects=1, max_objects=4, max_size_frac=0.4))
+    img = scene.image.copy()
+    top = int(h * (0.62 + 0.1 * ((i * 7) % 3) / 2))
+    floor = np.array([[0, top], [w - 1, top - (i % 5) * 4], [w - 1, h - 1], [0, h - 1]], np.float64)
+    band = np.zeros((h, w), bool)
+    import cv2
+
+    cv2.fillPoly(band.view(np.uint8), [floor.astype(np.int32)], 1)
+    free = band & (scene.semantic == 0)
+    rng = np.random.default_rng([seed, i, 7])
+    tex = np.clip(np.array([150, 120, 80]) + rng.normal(0, 12, (h, w, 1)), 0, 255).astype(np.uint8)
+    img[free] = tex[free]
+    objects = [(SCENE_TO_USER[inst.category], inst.mask) for inst in scene.instances]
+    return img, objects, floor
+
+
+def mask_polygons(mask):
+    """Outer contours of a mask as flat [x1, y1, ...] lists (pixel corners), largest first."""
+    import cv2
+    import numpy as np
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys = [c.reshape(-1, 2).astype(float) + 0.5 for c in contours if len(c) >= 3]
+    polys.sort(key=lambda p: -cv2.contourArea(p.astype(np.float32)))
+    return [p.ravel().tolist() for p in polys]
+
+
+def write_yolo_seg(root, train: int, val: int, seed: int = 11, regions: bool = True):
+    """An Ultralytics YOLO segmentation dataset: data.yaml, images/{train,val}, labels/{train,val}."""
+    import cv2
+    import yaml
+
+    root = Path(root)
+    names = [*USER_CLASSES, USER_REGION] if regions else list(USER_CLASSES)
+    for split, n, offset in (("train", train, 0), ("val", val, 10_000)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            img, objects, floor = user_scene(seed, offset + i)
+            h, w = img.shape[:2]
+            stem = f"{split}_{i:04d}"
+            cv2.imwrite(str(root / "images" / split / f"{stem}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            lines = []
+            if regions:
+                lines.append(f"{len(USER_CLASSES)} " + " ".join(f"{x / w:.5f} {y / h:.5f}" for x, y in floor))
+            for cls, m in objects:
+                poly = mask_polygons(m)[0]
+                lines.append(f"{cls} " + " ".join(f"{v / (w if k % 2 == 0 else h):.5f}" for k, v in enumerate(poly)))
+            (root / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    doc = {"path": ".", "train": "images/train", "val": "images/val", "names": dict(enumerate(names))}
+    if regions:
+        doc["regions"] = [USER_REGION]
+    (root / "data.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
+    return root
+
+
+def write_coco_export(root, count: int, seed: int = 12, boxes_only_every: int = 2):
+    """A COCO export as CVAT writes it: images in a nested folder, annotations/instances_default.json,
+    several polygons per object, one object per image as uncompressed RLE, box-only annotations
+    (``segmentation: []``) on every ``boxes_only_every``-th image, an ``iscrowd`` region, and the floor
+    as an ``isthing: 0`` category on the images with masks."""
+    import json
+
+    import cv2
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    root = Path(root)
+    (root / "images" / "batch_1").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    cats = [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(USER_CLASSES)]
+    cats.append({"id": len(cats) + 1, "name": USER_REGION, "supercategory": "", "isthing": 0})
+    images, anns = [], []
+    for i in range(count):
+        img, objects, floor = user_scene(seed, i)
+        h, w = img.shape[:2]
+        fname = f"batch_1/frame_{i:04d}.jpg"
+        cv2.imwrite(str(root / "images" / fname), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        images.append({"id": i + 1, "file_name": fname, "width": w, "height": h, "license": 0})
+        boxes_only = boxes_only_every and i % boxes_only_every == 1
+        for j, (cls, m) in enumerate(objects):
+            ys, xs = np.nonzero(m)
+            x0, y0, x1, y1 = float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+            if boxes_only:
+                seg = []
+            elif j == 0:
+                rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+                seg = {"size": [h, w], "counts": _uncompressed_counts(m)}
+                assert mask_utils.area(rle) == m.sum()
+            else:
+                seg = mask_polygons(m)
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1, "segmentation": seg,
+                         "area": float(m.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0,
+                         "attributes": {"occluded": False}})
+        if not boxes_only:
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": len(cats),
+                         "segmentation": [floor.ravel().tolist()], "area": 0.0,
+                         "bbox": [0.0, float(floor[:, 1].min()), float(w), float(h - floor[:, 1].min())], "iscrowd": 0})
+        if i == 0:
+            anns.append({"id": len(anns) + 1, "image_id": 1, "category_id": 3,
+                         "segmentation": [[2, 2, 40, 2, 40, 30, 2, 30]], "area": 1064.0, "bbox": [2.0, 2.0, 38.0, 28.0], "iscrowd": 1})
+    doc = {"licenses": [{"name": "", "id": 0, "url": ""}], "info": {"description": "", "version": ""},
+           "categories": cats, "images": images, "annotations": anns}
+    (root / "annotations" / "instances_default.json").write_text(json.dumps(doc, ensure_ascii=False))
+    return root
+
+
+def _uncompressed_counts(mask) -> list[int]:
+    """COCO uncompressed RLE counts (column-major, zeros first), as CVAT writes masks."""
+    import numpy as np
+
+    flat = np.asarray(mask, bool).ravel(order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], change, [flat.size]])).tolist()
+    return [0, *runs] if flat[0] else runs
+
+
+TINY_TRAIN_CONFIG = {"model": {"input_size": SMALL, "width": 0.5, "neck_channels": 32, "head_channels": 32,
+                               "num_protos": 8, "ocr_channels": 16}, "batch_size": 8, "learning_rate": 3e-3}
+"""A training configuration of the tiny architecture (the classes come from the data)."""

@@ -46,7 +46,7 @@ def test_full_int8_with_named_outputs_and_raw_pixel_input(converted):
 def test_card_travels_inside_the_file(converted):
     embedded = inspect_model(converted.int8).card()
     assert embedded == json.loads(converted.card.read_text())
-    assert embedded["input"]["size"] == SMALL and embedded["class_names"] == list(contract.THING_CLASSES)
+    assert embedded["input"]["size"] == SMALL and embedded["thing_classes"] == list(contract.THING_CLASSES)
     assert embedded["outputs"]["det_scores"]["role"] == "det_scores"
     with Engine.open(converted.int8) as engine:  # nothing but the file is needed
         res = engine.process(np.zeros((90, 160, 3), np.uint8))

@@ -1,0 +1,173 @@
+"""``ocrnet-edge dataset``: what a dataset holds and what is wrong with it, before any training.
+
+The summary names the format, the splits, the classes with their instance counts, the object size
+distribution (COCO's small / medium / large at the model's input size), images without labels,
+what each task is taught by, and every problem found, each naming its file (and line).
+``--preview OUT`` draws the labels over a sample of images, as training will see them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ocrnet_edge.runtime.draw import colour, drawable
+from ocrnet_edge.runtime.errors import OutputError
+
+from .data import IGNORE, Dataset, Placement, render
+from .formats import available_splits, read_any
+
+SIZE_BINS = ((0, 32), (32, 96), (96, 1 << 30))
+SIZE_NAMES = ("small (< 32 px)", "medium (32-96 px)", "large (> 96 px)")
+
+
+def summarize(path: Path | str, input_size: int = 320) -> dict:
+    """Read every split of a dataset (problems collected, not raised) and describe it.
+
+    Returns:
+        A JSON-ready dict: ``format``, ``splits`` (per split: images, classes, sizes, supervision,
+        unlabelled images, notes) and ``problems`` (strings naming the file).
+    """
+    path = Path(path)
+    splits = available_splits(path)
+    out: dict = {"path": str(path), "splits": {}, "problems": []}
+    for split in splits:
+        ds = read_any(path, split=split)
+        out["format"] = ds.format
+        out["thing_classes"] = list(ds.thing_classes)
+        out["stuff_classes"] = list(ds.stuff_classes)
+        out["splits"][split] = describe(ds, input_size)
+        out["problems"] += [str(p) for p in ds.problems]
+    return out
+
+
+def describe(ds: Dataset, input_size: int = 320) -> dict:
+    """Counts of one split (see :func:`summarize`)."""
+    inst = Counter()
+    sizes = Counter()
+    crowd = 0
+    unlabelled = []
+    for r in ds.records:
+        for c in r.categories.tolist():
+            inst[ds.thing_classes[c]] += 1
+        crowd += len(r.crowd)
+        if len(r.boxes):
+            # Object side as the model sees it: sqrt(area) after the letterbox to the input size.
+            s = min(input_size / r.width, input_size / r.height)
+            side = np.sqrt(np.prod(r.boxes[:, 2:] - r.boxes[:, :2], axis=1)) * s
+            for (lo, hi), name in zip(SIZE_BINS, SIZE_NAMES):
+                sizes[name] += int(((side >= lo) & (side < hi)).sum())
+        if not len(r.categories) and r.semantic_path is None and not r.stuff:
+            unlabelled.append(str(r.path))
+    stuff_images = Counter()
+    for r in ds.records:
+        for sid in {sid for sid, _ in r.stuff}:
+            stuff_images[ds.semantic_classes[sid]] += 1
+    sup = {t: ds.supports(t) for t in ("boxes", "masks", "semantic")}
+    return {
+        "images": len(ds),
+        "instances": {n: inst.get(n, 0) for n in ds.thing_classes},
+        "crowd_regions": crowd,
+        "region_classes_in_images": {n: stuff_images.get(n, 0) for n in ds.stuff_classes} if ds.format != "labelmap"
+        else None,
+        "object_sizes_at_input": {n: sizes.get(n, 0) for n in SIZE_NAMES},
+        "input_size": input_size,
+        "images_without_labels": len(unlabelled),
+        "first_images_without_labels": unlabelled[:3],
+        "supervision": sup,
+        "teaches": {
+            "detection": f"{sup['boxes']} images with boxes" if ds.thing_classes else "nothing (no thing classes)",
+            "instance masks": f"{sup['masks']} images with masks" if ds.thing_classes else "nothing (no thing classes)",
+            "semantic map": f"{sup['semantic']} images with a full semantic map",
+        },
+        "notes": list(ds.notes),
+    }
+
+
+def format_summary(doc: dict) -> str:
+    """The summary as the lines a person reads."""
+    lines = [f"{doc['path']}: {doc.get('format', '?')} dataset"]
+    things, stuff = doc.get("thing_classes", []), doc.get("stuff_classes", [])
+    lines.append(f"thing classes ({len(things)}): {', '.join(things) or '-'}")
+    if stuff:
+        lines.append(f"region classes ({len(stuff)}): {', '.join(stuff)}")
+    for split, d in doc["splits"].items():
+        lines.append(f"\n[{split}] {d['images']} images")
+        if things:
+            width = max(len(n) for n in things)
+            lines.append("  instances per class:")
+            for n, c in d["instances"].items():
+                lines.append(f"    {n:<{width}}  {c}")
+            sizes = ", ".join(f"{n}: {c}" for n, c in d["object_sizes_at_input"].items())
+            lines.append(f"  object sizes at a {d['input_size']} px input: {sizes}")
+        if d.get("region_classes_in_images"):
+            lines.append("  images showing each region class: "
+                         + ", ".join(f"{n}: {c}" for n, c in d["region_classes_in_images"].items()))
+        if d["crowd_regions"]:
+            lines.append(f"  crowd regions (ignored in training and scoring): {d['crowd_regions']}")
+        lines.append(f"  images without labels: {d['images_without_labels']}"
+                     + (" (taught as: nothing to detect here)" if d["images_without_labels"] and things else ""))
+        lines.append("  teaches: " + "; ".join(f"{k}: {v}" for k, v in d["teaches"].items()))
+        for n in d["notes"]:
+            lines.append(f"  note: {n}")
+    probs = doc["problems"]
+    lines.append(f"\nproblems: {len(probs)}" + (" (train refuses the dataset until they are fixed, or skips the "
+                                                 "files with --skip-bad)" if probs else ""))
+    lines += [f"  {p}" for p in probs[:50]]
+    if len(probs) > 50:
+        lines.append(f"  ... and {len(probs) - 50} more (--json FILE lists all)")
+    return "\n".join(lines)
+
+
+def write_preview(path: Path | str, out: Path | str, count: int = 16, input_size: int = 320, seed: int = 0) -> list[Path]:
+    """Draw the labels over ``count`` sampled images of the training split, letterboxed to the input size as
+    training sees them (boxes with class names, masks tinted, label maps blended, ignored areas hatched).
+
+    Returns:
+        The written PNG files.
+    """
+    from .formats import available_splits
+
+    path, out = Path(path), Path(out)
+    split = available_splits(path)[0]
+    ds = read_any(path, split=split)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out}: cannot create the preview folder ({e.strerror})") from None
+    bad = {p.file for p in ds.problems}
+    recs = [r for r in ds.records if r.path not in bad and r.semantic_path not in bad]
+    pick = np.random.default_rng(seed).permutation(len(recs))[:count]
+    written = []
+    for i in sorted(pick.tolist()):
+        r = recs[i]
+        rend = render(r, Placement.letterbox(r.width, r.height, input_size))
+        img = rend.image.copy()
+        sem = rend.semantic
+        fg = (sem > 0) & (sem != IGNORE)
+        if fg.any():
+            lut = np.array([colour(k) for k in range(256)], np.uint8)
+            tint = lut[sem]
+            img[fg] = (0.55 * img[fg] + 0.45 * tint[fg]).astype(np.uint8)
+        if r.supervision.semantic:  # ignored pixels (crowd, objects without a mask) hatched
+            hatch = (sem == IGNORE) & (np.add.outer(np.arange(input_size), np.arange(input_size)) % 8 == 0)
+            img[hatch & (rend.image != 114).any(axis=2)] = (255, 255, 255)
+        kinds = "+".join(r.supervision.tasks()) or "no labels"
+        cv2.putText(img, kinds, (3, input_size - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        for c, b, m, ok in zip(rend.categories, rend.boxes, rend.masks, rend.mask_valid):
+            col = colour(int(c) + 1)
+            if ok:
+                img[m] = (0.5 * img[m] + 0.5 * np.array(col)).astype(np.uint8)
+            x0, y0, x1, y1 = (int(round(v)) for v in b)
+            cv2.rectangle(img, (x0, y0), (x1, y1), col, 1)
+            cv2.putText(img, drawable(ds.thing_classes[int(c)]) or f"class {int(c)}", (x0 + 1, max(10, y0 - 2)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.35, col, 1, cv2.LINE_AA)
+        dst = out / f"{i:05d}_{r.path.stem}.png"
+        tmp = dst.with_name(dst.stem + ".partial.png")
+        cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        tmp.replace(dst)
+        written.append(dst)
+    return written
