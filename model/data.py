@@ -226,8 +226,9 @@ def _paste(canvas: np.ndarray, small: np.ndarray, p: Placement) -> None:
 def _place_mask(seg, rec: Record, p: Placement) -> np.ndarray:
     out = np.zeros((p.size_h, p.size_w), np.uint8)
     if isinstance(seg, list):  # polygons: transform the points and fill at the target resolution
-        polys = [np.round((np.asarray(poly, np.float64).reshape(-1, 2) * p.scale + (p.x, p.y)) * 4).astype(np.int32)
-                 for poly in seg if len(poly) >= 6]
+        # COCO's pixel i spans [i, i + 1); OpenCV puts pixel centres on integers: hence the half-pixel shift.
+        polys = [np.round((np.asarray(poly, np.float64).reshape(-1, 2) * p.scale + (p.x - 0.5, p.y - 0.5)) * 4)
+                 .astype(np.int32) for poly in seg if len(poly) >= 6]
         if polys:
             cv2.fillPoly(out, polys, 1, lineType=cv2.LINE_8, shift=2)
         return out.astype(bool)

@@ -212,21 +212,29 @@ def _append_csv(path: Path, row: dict) -> None:
         wr.writerow({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
 
 
+CLASS_LAYERS = {"det_cls": "thing", AUX_COARSE: "semantic", "seg_logits": "semantic"}
+"""Layers with one output channel per class: which class list their channels follow."""
+
+
 def _load_init(trainer: OCRNetTrainer, cfg: TrainConfig) -> str:
     """Copy the weights of ``cfg.init`` into the trainer, layer by layer where the shapes agree.
 
-    Layers whose weights differ in shape (the class-dependent heads when the class lists differ)
-    keep their fresh initialisation. Returns the line that says what came over.
+    In the class-dependent layers (:data:`CLASS_LAYERS`) the channels of classes both models know
+    (matched by name) come over and the others start fresh, so fine-tuning onto other classes keeps
+    what the source knew of the shared ones. Returns the line that says what came over.
 
     Raises:
         InputError: The file is missing, or not a single tensor fits this architecture.
     """
-    from .io import load_model
+    from .io import load_model, load_model_config
 
     net = load_model(cfg.init)  # names the file when it is missing or not a Keras model
+    src_cfg = load_model_config(cfg.init)
+    names = {"thing": (tuple(src_cfg.class_names), tuple(cfg.model.class_names)),
+             "semantic": (tuple(src_cfg.semantic_classes), tuple(cfg.model.semantic_classes))}
     source = {layer.name: layer for layer in net.layers}
     loaded = total = 0
-    reset, absent = [], []
+    reset, partial, absent = [], [], []
     for layer in trainer.net.layers:
         mine = layer.get_weights()
         if not mine:
@@ -237,7 +245,18 @@ def _load_init(trainer: OCRNetTrainer, cfg: TrainConfig) -> str:
             absent.append(layer.name)
             continue
         w = theirs.get_weights()
-        if len(w) == len(mine) and all(a.shape == b.shape for a, b in zip(w, mine)):
+        if layer.name in CLASS_LAYERS and names[CLASS_LAYERS[layer.name]][0] != names[CLASS_LAYERS[layer.name]][1]:
+            src_names, new_names = names[CLASS_LAYERS[layer.name]]
+            common = [(new_names.index(n), src_names.index(n)) for n in new_names if n in src_names]
+            if common and len(w) == len(mine) and all(a.shape[:-1] == b.shape[:-1] for a, b in zip(w, mine)):
+                for a, b in zip(mine, w):
+                    for i, j in common:
+                        a[..., i] = b[..., j]
+                layer.set_weights(mine)
+                partial.append(f"{layer.name} ({len(common)} of {len(new_names)} classes)")
+            else:
+                reset.append(layer.name)
+        elif len(w) == len(mine) and all(a.shape == b.shape for a, b in zip(w, mine)):
             layer.set_weights(w)
             loaded += len(w)
         else:
@@ -246,8 +265,10 @@ def _load_init(trainer: OCRNetTrainer, cfg: TrainConfig) -> str:
         raise InputError(f"{cfg.init}: --init model shares no layer of the same shape with this architecture "
                          "(another backbone width or neck); train with its configuration (--config its config.json)")
     line = f"--init {cfg.init}: loaded {loaded} of {total} tensors"
+    if partial:
+        line += f"; classes matched by name in {', '.join(partial)}"
     if reset:
-        line += f"; reset (other shape, e.g. other classes): {', '.join(reset)}"
+        line += f"; started fresh (other classes or shapes): {', '.join(reset)}"
     if absent:
         line += f"; not in the source: {', '.join(absent[:6])}{' ...' if len(absent) > 6 else ''}"
     return line

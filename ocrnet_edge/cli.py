@@ -95,8 +95,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_classes(model: Path, card: Path | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(thing classes, region classes) of a .keras or .tflite model."""
+def _model_classes(model: Path, card: Path | None) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """(thing classes, region classes) of a .keras or .tflite model; (None, None) for a Keras model saved
+    without its configuration (the dataset's classes are taken, and must fit its outputs)."""
+    if not model.is_file():
+        from ocrnet_edge.runtime.errors import InputError
+
+        raise InputError(f"{model}: model file not found")
     if model.suffix == ".tflite":
         from ocrnet_edge.runtime.engine import find_card
 
@@ -105,8 +110,12 @@ def _model_classes(model: Path, card: Path | None) -> tuple[tuple[str, ...], tup
         stuff = tuple(n for n in c.semantic_classes[1:] if n not in things)
         return things, stuff
     from ocrnet_edge.model.io import load_model_config
+    from ocrnet_edge.runtime.errors import ModelError
 
-    cfg = load_model_config(model)
+    try:
+        cfg = load_model_config(model)
+    except ModelError:
+        return None, None
     return tuple(cfg.class_names), tuple(cfg.stuff_names)
 
 
@@ -133,7 +142,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             metrics = evaluate_outputs(data, engine_outputs(engine, data), engine.quants, progress=not args.quiet)
         fmt = "tflite"
     else:
-        metrics = evaluate_keras(load_model(args.model), data, progress=not args.quiet)
+        net = load_model(args.model)
+        scores = dict(zip(net.output_names, net.outputs)).get("det_scores")
+        if scores is not None and scores.shape[-1] != len(data.thing_classes):
+            from ocrnet_edge.runtime.errors import ModelError
+
+            raise ModelError(f"{args.model}: {scores.shape[-1]} detection classes, the dataset has "
+                             f"{len(data.thing_classes)}; save the model with its configuration (training does)")
+        metrics = evaluate_keras(net, data, progress=not args.quiet)
         fmt = "keras"
     summary = {k: (None if metrics[k] is None else round(metrics[k], 4)) for k in METRIC_KEYS}
     print(json.dumps(summary))

@@ -199,7 +199,8 @@ def write_coco_export(root, count: int, seed: int = 12, boxes_only_every: int = 
                          "bbox": [0.0, float(floor[:, 1].min()), float(w), float(h - floor[:, 1].min())], "iscrowd": 0})
         if i == 0:
             anns.append({"id": len(anns) + 1, "image_id": 1, "category_id": 3,
-                         "segmentation": [[2, 2, 40, 2, 40, 30, 2, 30]], "area": 1064.0, "bbox": [2.0, 2.0, 38.0, 28.0], "iscrowd": 1})
+                         "segmentation": [[2, 2, 40, 2, 40, 30, 2, 30]], "area": 1064.0,
+                         "bbox": [2.0, 2.0, 38.0, 28.0], "iscrowd": 1})
     doc = {"licenses": [{"name": "", "id": 0, "url": ""}], "info": {"description": "", "version": ""},
            "categories": cats, "images": images, "annotations": anns}
     (root / "annotations" / "instances_default.json").write_text(json.dumps(doc, ensure_ascii=False))

@@ -36,7 +36,7 @@ def test_generate_then_eval_untrained_model(tmp_path, capsys):
         (["eval", "{tmp}/none.keras", "--data", "{data}"], errors.EXIT_INPUT, "none.keras: model file not found"),
         (["eval", "{tmp}/junk.keras", "--data", "{data}"], errors.EXIT_MODEL, "junk.keras: not a Keras model"),
         (["eval", "{tmp}/junk.keras", "--data", "{tmp}/nodata"], errors.EXIT_INPUT, "nodata: dataset folder not found"),
-        (["train", "--data", "{tmp}", "--out", "{tmp}/run"], errors.EXIT_INPUT, "no COCO annotations file"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/run"], errors.EXIT_INPUT, "no dataset found"),
         (["generate", "--out", "{data}", "--count", "1"], errors.EXIT_OUTPUT, "already exists"),
     ],
 )

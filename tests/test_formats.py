@@ -1,0 +1,180 @@
+"""Readers of the label formats people export, on files written the way those tools write them.
+
+COCO files are checked against pycocotools itself; YOLO and label-map files against the masks the
+fixtures drew them from.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from ocrnet_edge.model.data import IGNORE, Placement, load_dataset, render
+from ocrnet_edge.model.formats import available_splits, label_path
+from ocrnet_edge.runtime.errors import InputError
+
+from .conftest import USER_CLASSES, USER_REGION, mask_polygons, user_scene, write_coco_export, write_yolo_seg
+
+POLYGON_IOU = 0.75
+"""A mask read back from its traced polygon (through boundary pixel centres) agrees with it at least this
+well, for objects of :data:`POLYGON_MIN_PX` pixels or more (small objects lose more of their edge)."""
+POLYGON_MIN_PX = 100
+
+
+@pytest.fixture(scope="module")
+def yolo_dir(tmp_path_factory):
+    return write_yolo_seg(tmp_path_factory.mktemp("yolo") / "ds", train=8, val=3)
+
+
+@pytest.fixture(scope="module")
+def coco_dir(tmp_path_factory):
+    return write_coco_export(tmp_path_factory.mktemp("coco") / "export", 8)
+
+
+def _iou(a, b):
+    return (a & b).sum() / max(1, (a | b).sum())
+
+
+def test_yolo_segment_dataset(yolo_dir):
+    assert available_splits(yolo_dir) == ("train", "val")
+    ds = load_dataset(yolo_dir)
+    assert ds.format == "yolo" and ds.thing_classes == USER_CLASSES and ds.stuff_classes == (USER_REGION,)
+    assert len(ds) == 8 and len(load_dataset(yolo_dir, split="val")) == 3
+    assert ds.semantic_classes == ("background", *USER_CLASSES, USER_REGION)
+    for i, rec in enumerate(ds.records):
+        img, objects, _ = user_scene(11, i)
+        assert (rec.width, rec.height) == (img.shape[1], img.shape[0])
+        assert rec.supervision.tasks() == ("boxes", "masks", "semantic")
+        assert list(rec.categories) == [c for c, _ in objects]
+        for m, (_, want) in zip(rec.masks(), objects):
+            assert _iou(m, want) > POLYGON_IOU or want.sum() < POLYGON_MIN_PX
+        sem = rec.semantic()
+        assert (sem == len(USER_CLASSES) + 1).any(), "the floor region is in the semantic map"
+        assert set(np.unique(sem)) <= set(range(len(ds.semantic_classes)))
+
+
+def test_yolo_detect_labels_and_layouts(tmp_path):
+    """Box labels, a data.yaml with names as a list, a .txt image list, images of any size."""
+    root = tmp_path / "det"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i, (w, h) in enumerate(((640, 480), (300, 500))):
+        cv2.imwrite(str(root / "images" / f"im{i}.jpg"), np.full((h, w, 3), 90, np.uint8))
+    (root / "labels" / "im0.txt").write_text("0 0.5 0.5 0.25 0.5\n1 0.1 0.1 0.1 0.1\n")
+    # im1 has no label file: a background image
+    (root / "train.txt").write_text("./images/im0.jpg\n./images/im1.jpg\n")
+    (root / "data.yaml").write_text("path: .\ntrain: train.txt\nval: train.txt\nnames: [person, 'fork lift']\n")
+    ds = load_dataset(root)
+    assert ds.thing_classes == ("person", "fork lift") and len(ds) == 2
+    np.testing.assert_allclose(ds.records[0].boxes, [[240, 120, 400, 360], [32, 24, 96, 72]])
+    assert ds.records[0].supervision.tasks() == ("boxes",)
+    assert len(ds.records[1].categories) == 0 and ds.records[1].supervision.boxes
+    assert ds.supports("masks") == 0
+    assert label_path(root / "images" / "a" / "b.jpg") == root / "labels" / "a" / "b.txt"
+
+
+def test_coco_export_round_trips_against_pycocotools(coco_dir):
+    ann = coco_dir / "annotations" / "instances_default.json"
+    ds = load_dataset(coco_dir)
+    assert ds.thing_classes == USER_CLASSES and ds.stuff_classes == (USER_REGION,)
+    ref = COCO(str(ann))
+    for rec in ds.records:
+        anns = [a for a in ref.loadAnns(ref.getAnnIds(imgIds=[rec.image_id]))
+                if not a["iscrowd"] and a["category_id"] <= len(USER_CLASSES)]
+        assert list(rec.categories) == [a["category_id"] - 1 for a in anns]
+        for box, a in zip(rec.boxes, anns):
+            x, y, w, h = a["bbox"]
+            np.testing.assert_allclose(box, [x, y, x + w, y + h], atol=1e-4)
+        has = rec.has_masks()
+        assert has.tolist() == [bool(a["segmentation"]) for a in anns]
+        for m, a, ok in zip(rec.masks(), anns, has):
+            if ok:  # our decoding is pycocotools' own
+                np.testing.assert_array_equal(m, ref.annToMask(a).astype(bool))
+        assert rec.supervision.masks == all(has) and rec.supervision.semantic == all(has)
+    # Half the images carry boxes only; the ground truth we score against keeps only the others for masks.
+    boxes_only = {a["image_id"] for a in ref.dataset["annotations"] if a["segmentation"] == []}
+    assert len(boxes_only) >= 3
+    assert ds.supports("boxes") == 8 and ds.supports("masks") == 8 - len(boxes_only)
+    gt = ds.coco_dict("masks")
+    assert len(gt["images"]) == 8 - len(boxes_only)
+    cocogt = COCO()
+    cocogt.dataset = gt
+    cocogt.createIndex()
+    crowd = [a for a in gt["annotations"] if a["iscrowd"]]
+    assert len(crowd) == 1 and isinstance(crowd[0]["segmentation"], dict)
+    for a in gt["annotations"]:
+        if not a["iscrowd"]:
+            assert cocogt.annToMask(a).sum() == pytest.approx(a["area"], abs=1)
+
+
+def test_coco_crowd_and_region_reach_the_semantic_map(coco_dir):
+    rec = load_dataset(coco_dir).records[0]
+    assert len(rec.crowd) == 1 and len(rec.stuff) == 1
+    sem = rec.semantic()
+    assert (sem[2:30, 2:40] == IGNORE).all(), "a crowd region is ignored, not background"
+    assert (sem == len(USER_CLASSES) + 1).sum() > 0.1 * sem.size, "the floor is a region class"
+
+
+def test_coco_layouts_label_studio_roboflow_and_nested_paths(coco_dir, tmp_path):
+    doc = json.loads((coco_dir / "annotations" / "instances_default.json").read_text())
+    # Label Studio: result.json beside images/, file_name with a sub-path.
+    ls = tmp_path / "ls"
+    shutil.copytree(coco_dir / "images", ls / "images")
+    (ls / "result.json").write_text(json.dumps(doc))
+    assert len(load_dataset(ls)) == 8
+    # Roboflow: train/ and valid/ with _annotations.coco.json and the images beside it.
+    rf = tmp_path / "rf"
+    for split in ("train", "valid"):
+        shutil.copytree(coco_dir / "images" / "batch_1", rf / split)
+        d = json.loads(json.dumps(doc))
+        for im in d["images"]:
+            im["file_name"] = im["file_name"].split("/")[-1]
+        (rf / split / "_annotations.coco.json").write_text(json.dumps(d))
+    assert available_splits(rf) == ("train", "val")
+    assert len(load_dataset(rf, split="val")) == 8
+    # The JSON file itself.
+    assert len(load_dataset(coco_dir / "annotations" / "instances_default.json")) == 8
+
+
+def test_label_map_dataset(tmp_path):
+    root = tmp_path / "voc"
+    (root / "images" / "a").mkdir(parents=True)
+    (root / "labels" / "a").mkdir(parents=True)
+    (root / "classes.txt").write_text("background\nroad\nsky\n")
+    lab = np.zeros((60, 80), np.uint8)
+    lab[:20] = 2
+    lab[40:] = 1
+    lab[30, :] = 255
+    cv2.imwrite(str(root / "images" / "a" / "x.jpg"), np.full((60, 80, 3), 100, np.uint8))
+    cv2.imwrite(str(root / "labels" / "a" / "x.png"), lab)
+    cv2.imwrite(str(root / "images" / "unlabelled.jpg"), np.full((60, 80, 3), 100, np.uint8))
+    ds = load_dataset(root)
+    assert ds.format == "labelmap" and ds.thing_classes == () and ds.stuff_classes == ("road", "sky")
+    assert len(ds) == 1 and any("without a label map" in n for n in ds.notes)
+    rec = ds.records[0]
+    assert rec.supervision.tasks() == ("semantic",)
+    sem = rec.semantic()
+    assert (sem[:20] == 2).all() and (sem[40:] == 1).all() and (sem[30] == IGNORE).all() and (sem[25] == 0).all()
+    # At the input the map is letterboxed with the image; the bars teach nothing.
+    r = render(rec, Placement.letterbox(80, 60, 64), with_image=False)
+    assert (r.semantic[:8] == IGNORE).all() and (r.semantic[10:20] == 2).all()
+
+
+def test_class_selection_orders_and_drops(yolo_dir, capsys):
+    ds = load_dataset(yolo_dir, ("palette", USER_REGION, "Gabelstapler"), strict_classes=True, quiet=False)
+    assert ds.thing_classes == ("palette", "Gabelstapler") and ds.stuff_classes == (USER_REGION,)
+    full = load_dataset(yolo_dir)
+    dropped = sum(int((r.categories == 1).sum()) for r in full.records)
+    assert f"dropped {dropped} annotation(s)" in capsys.readouterr().out
+    for a, b in zip(full.records, ds.records):
+        want = [{2: 0, 0: 1}[c] for c in a.categories if c != 1]
+        assert list(b.categories) == want
+        sem = b.semantic()
+        assert set(np.unique(sem)) <= {0, 1, 2, 3, IGNORE}
+    with pytest.raises(InputError, match=r"class\(es\) \['helmet'\] not in this dataset"):
+        load_dataset(yolo_dir, ("helmet",), strict_classes=True)
