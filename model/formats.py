@@ -273,8 +273,8 @@ def _resolve_image(fname: str, base: Path, json_dir: Path) -> Path:
     rel = Path(fname.replace("\\", "/"))
     if rel.is_absolute():
         return rel
-    candidates = [base / "images" / rel, json_dir / rel, base / rel, json_dir / "images" / rel, json_dir.parent / "images" / rel,
-                  base / "images" / rel.name, json_dir / rel.name]
+    candidates = [base / "images" / rel, json_dir / rel, base / rel, json_dir / "images" / rel,
+                  json_dir.parent / "images" / rel, base / "images" / rel.name, json_dir / rel.name]
     for c in candidates:
         if c.is_file():
             return c

@@ -18,7 +18,7 @@ from ocrnet_edge.model.data import IGNORE, Placement, load_dataset, render
 from ocrnet_edge.model.formats import available_splits, label_path
 from ocrnet_edge.runtime.errors import InputError
 
-from .conftest import USER_CLASSES, USER_REGION, mask_polygons, user_scene, write_coco_export, write_yolo_seg
+from .conftest import USER_CLASSES, USER_REGION, user_scene, write_coco_export, write_yolo_seg
 
 POLYGON_IOU = 0.75
 """A mask read back from its traced polygon (through boundary pixel centres) agrees with it at least this
