@@ -114,6 +114,59 @@ def iter_preprocessed(files: tuple[Path, ...], size: int, mode: str = "letterbox
         yield buf.astype(np.float32)
 
 
+def trained_on_scenes(cfg, data_record: dict | None) -> bool:
+    """Whether the model was trained on this project's generated scenes (the reference model)."""
+    if data_record is not None:
+        return bool(data_record.get("generated"))
+    from ocrnet_edge.runtime.contract import THING_CLASSES
+
+    return tuple(cfg.class_names) == THING_CLASSES and not cfg.stuff_names
+
+
+def recorded_dataset(entry: dict, cfg, what: str, model_path: Path, flag: str):
+    """The dataset (and split, and held-out share) a model's data record names, read with its classes.
+
+    Raises:
+        InputError: The recorded folder is not on this machine (naming the flag to pass instead).
+    """
+    from ocrnet_edge.model.data import holdout_split, load_dataset
+
+    path = Path(entry["path"])
+    if not path.exists():
+        raise InputError(f"{model_path}: its {what} data {path} is not here (the model records where it was "
+                         f"trained); pass {flag} DIR with images of the model's own domain")
+    ds = load_dataset(path, cfg.class_names, split=entry.get("split", "all"), stuff_names=cfg.stuff_names,
+                      skip_bad=True)
+    hold = entry.get("holdout") or entry.get("holdout_excluded")
+    if hold:
+        train, val = holdout_split(ds, hold["fraction"], hold["seed"])
+        ds = val if "holdout" in entry else train
+    return ds
+
+
+def for_model(model_path: Path, cfg, data_record: dict | None, folder: Path | None = None,
+              min_images: int = MIN_IMAGES) -> tuple[CalibrationSet, str]:
+    """A model's calibration images and where they came from.
+
+    ``folder`` when given; else images sampled from the dataset the model was trained on (recorded in
+    the model); the bundled ``calibration_data/`` only for a model trained on generated scenes. A model
+    with other classes is never calibrated on the bundled scenes.
+
+    Raises:
+        InputError: Neither a folder nor a usable record of the training data.
+    """
+    if folder is not None:
+        return scan(folder, min_images), f"folder {folder}"
+    if trained_on_scenes(cfg, data_record):
+        return scan(BUNDLED, min_images), f"folder {BUNDLED} (bundled, for generated-scene models)"
+    if data_record is None:
+        raise InputError(f"{model_path}: no record of the data this model was trained on and its classes are not the "
+                         "generated scenes'; pass --calib DIR with images of the model's own domain")
+    ds = recorded_dataset(data_record["train"], cfg, "training", model_path, "--calib")
+    files = sample_files([r.path for r in ds.records], DATASET_IMAGES, seed=0)
+    return CalibrationSet(tuple(files), ()), f"sampled from the training data {data_record['train']['path']}"
+
+
 def read_manifest(folder: Path) -> list[dict]:
     """The folder's ``manifest.json`` (file, source, licence, sha256 per image), or an empty list."""
     p = Path(folder) / "manifest.json"

@@ -88,14 +88,15 @@ def peak_conv_model(out: Path, size: int = 56, channels: int = 256) -> tuple[Pat
     return path, size * size * channels * channels * 9
 
 
-def convert_sizes(model_path: Path, sizes: list[int], calib: Path, out: Path, calib_images: int = 100,
+def convert_sizes(model_path: Path, sizes: list[int], calib: Path | None, out: Path, calib_images: int = 100,
                   float32: bool = False) -> list[Path]:
     """A trained model converted at each input size (full int8, card embedded; no fidelity gate), for a
-    benchmark's size sweep. With ``float32``, the float build at each size too."""
-    from ocrnet_edge.model.io import load_model, load_model_config
+    benchmark's size sweep. With ``float32``, the float build at each size too. ``calib`` None: the
+    model's own calibration images (see :func:`calibration.for_model`)."""
+    from ocrnet_edge.model.io import load_data_record, load_model, load_model_config
 
     net, base = load_model(model_path), load_model_config(model_path)
-    files = calibration.scan(calib, min_images=1).files[:calib_images]
+    files = calibration.for_model(model_path, base, load_data_record(model_path), calib, 1)[0].files[:calib_images]
     out.mkdir(parents=True, exist_ok=True)
     name = model_path.parent.name if model_path.stem == "model" else model_path.stem
     paths = []

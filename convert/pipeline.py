@@ -148,7 +148,7 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
         cfg = cfg.with_size(options.size)
     name = _model_name(model_path, options.name)
     data_record = load_data_record(model_path)
-    cal, cal_source = _calibration(options, cfg, model_path, data_record)
+    cal, cal_source = calibration.for_model(model_path, cfg, data_record, options.calib, options.min_calib)
     gate_plan = _gate_plan(options, cfg, model_path, data_record) if options.gate else None
     _writable(out_dir)
     report: dict = {
@@ -255,51 +255,6 @@ def _subset(representative, n: int):
     return gen
 
 
-GENERATED = "generated"
-
-
-def _trained_on_scenes(cfg: ModelConfig, data_record: dict | None) -> bool:
-    """Whether the model was trained on this project's generated scenes (the reference model)."""
-    if data_record is not None:
-        return bool(data_record.get("generated"))
-    from ocrnet_edge.runtime.contract import THING_CLASSES
-
-    return tuple(cfg.class_names) == THING_CLASSES and not cfg.stuff_names
-
-
-def _recorded_dataset(entry: dict, cfg: ModelConfig, what: str, model_path: Path, flag: str) -> Dataset:
-    from ocrnet_edge.model.data import holdout_split
-
-    path = Path(entry["path"])
-    if not path.exists():
-        raise InputError(f"{model_path}: its {what} data {path} is not here (the model records where it was "
-                         f"trained); pass {flag} DIR with images of the model's own domain")
-    ds = load_dataset(path, cfg.class_names, split=entry.get("split", "all"), stuff_names=cfg.stuff_names,
-                      skip_bad=True)
-    hold = entry.get("holdout") or entry.get("holdout_excluded")
-    if hold:
-        train, val = holdout_split(ds, hold["fraction"], hold["seed"])
-        ds = val if "holdout" in entry else train
-    return ds
-
-
-def _calibration(options: ConvertOptions, cfg: ModelConfig, model_path: Path,
-                 data_record: dict | None) -> tuple[calibration.CalibrationSet, str]:
-    """Calibration images and where they came from (see :class:`ConvertOptions`)."""
-    if options.calib is not None:
-        return calibration.scan(options.calib, options.min_calib), f"folder {options.calib}"
-    if _trained_on_scenes(cfg, data_record):
-        folder = calibration.BUNDLED
-        return calibration.scan(folder, options.min_calib), f"folder {folder} (bundled, for generated-scene models)"
-    if data_record is None:
-        raise InputError(f"{model_path}: no record of the data this model was trained on and its classes are not the "
-                         "generated scenes'; pass --calib DIR with images of the model's own domain")
-    ds = _recorded_dataset(data_record["train"], cfg, "training", model_path, "--calib")
-    files = calibration.sample_files([r.path for r in ds.records], calibration.DATASET_IMAGES, seed=0)
-    src = f"sampled from the training data {data_record['train']['path']}"
-    return calibration.CalibrationSet(tuple(files), ()), src
-
-
 def _gate_plan(options: ConvertOptions, cfg: ModelConfig, model_path: Path, data_record: dict | None):
     """``(description, loader(work) -> Dataset)`` of the gate images (see :class:`ConvertOptions`)."""
     from ocrnet_edge.model.formats import available_splits
@@ -314,7 +269,7 @@ def _gate_plan(options: ConvertOptions, cfg: ModelConfig, model_path: Path, data
         split = "val" if "val" in available_splits(options.val) else "all"
         ds = capped(load_dataset(options.val, cfg.class_names, split=split, stuff_names=cfg.stuff_names))
         return f"dataset {options.val} ({split})", lambda work: ds
-    if _trained_on_scenes(cfg, data_record):
+    if calibration.trained_on_scenes(cfg, data_record):
         def scenes(work: Path) -> Dataset:
             path = write_scenes(work / "heldout", n_scenes, HELDOUT_SEED, cfg.input_size, progress=False)
             return load_dataset(path, cfg.class_names)
@@ -322,7 +277,7 @@ def _gate_plan(options: ConvertOptions, cfg: ModelConfig, model_path: Path, data
     if data_record is None or not data_record.get("val"):
         raise InputError(f"{model_path}: no validation data recorded for this model; pass --val DIR (labelled images "
                          "of its domain) or --no-gate to convert without the accuracy check")
-    ds = capped(_recorded_dataset(data_record["val"], cfg, "validation", model_path, "--val"))
+    ds = capped(calibration.recorded_dataset(data_record["val"], cfg, "validation", model_path, "--val"))
     v = data_record["val"]
     how = f"held-out {v['holdout']['fraction']:g} of" if v.get("holdout") else f"{v.get('split', 'all')} split of"
     return f"validation data: {how} {v['path']}", lambda work: ds

@@ -437,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "build), or a trained model.keras to convert at every size of the sweep (workstation)")
     b.add_argument("--sizes", help="comma-separated input sizes for a .keras model (default: the board's sizes)")
     b.add_argument("--float32", action="store_true", help="with a .keras model, also bench float32 builds")
-    b.add_argument("--calib", type=Path, default=Path("calibration_data"), help="calibration images (.keras input)")
+    b.add_argument("--calib", type=Path, help="calibration images for a .keras model (default: the model's own, "
+                   "as convert takes them)")
     b.add_argument("--work", type=Path, help="folder for the converted files (default: out/bench/BOARD)")
     b.add_argument("--board", default="auto", help="board profile (default: auto-detect)")
     b.add_argument("--frames", type=int, default=100, help="timed frames per configuration")

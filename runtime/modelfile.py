@@ -18,6 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import EnvironmentMissing, InputError, ModelError
 
 CARD_METADATA_NAME = "ocrnet_edge.card"
@@ -177,6 +179,35 @@ def _check_range(offset: int, length: int, size: int, what: str) -> None:
         raise ModelError(f"{what} lies outside the file (offset {offset}, length {length}, file {size} bytes)")
 
 
+_ZP_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (0, 0), "int32": (0, 0), "int64": (0, 0)}
+"""Zero points the kernels accept per type (16-bit activations and 32-bit biases are symmetric)."""
+SCALE_RANGE = (1e-20, 1e6)
+"""Plausible quantization scales: converters write nothing outside, and kernels abort on the multipliers
+that scales far outside give."""
+
+
+def _check_quantization(i: int, q, shape: tuple[int, ...], dtype: str) -> None:
+    """The quantization rules the kernels assume (a file that breaks them can crash native code, not fail):
+    finite positive scales, zero points within the type, per-channel parameters one per channel, and
+    symmetric (zero point 0) per-channel int8."""
+    scales = q.ScaleAsNumpy()
+    if not np.all(np.isfinite(scales)) or np.any(scales < SCALE_RANGE[0]) or np.any(scales > SCALE_RANGE[1]):
+        raise ModelError(f"tensor {i} has a quantization scale outside [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]")
+    n = len(scales)
+    zps = q.ZeroPointAsNumpy() if q.ZeroPointLength() else np.zeros(0, np.int64)
+    if len(zps) not in (0, n):
+        raise ModelError(f"tensor {i} has {n} quantization scales but {len(zps)} zero points")
+    lo, hi = _ZP_RANGE.get(dtype, (-(2**31), 2**31 - 1))
+    if len(zps) and (zps.min() < lo or zps.max() > hi):
+        raise ModelError(f"tensor {i}: a {dtype} zero point outside [{lo}, {hi}]")
+    if n > 1:
+        dim = q.QuantizedDimension()
+        if not 0 <= dim < len(shape) or shape[dim] != n:
+            raise ModelError(f"tensor {i}: {n} per-channel scales for dimension {dim} of shape {shape}")
+        if dtype == "int8" and len(zps) and np.any(zps != 0):
+            raise ModelError(f"tensor {i}: per-channel int8 quantization must be symmetric (zero points 0)")
+
+
 def _walk(path: Path, buf, size: int) -> ModelFileInfo:
     s = schema()
     model = s.Model.GetRootAs(buf, 0)
@@ -211,16 +242,18 @@ def _walk(path: Path, buf, size: int) -> ModelFileInfo:
         t = g.Tensors(i)
         q = t.Quantization()
         scale, zp = None, 0
+        shape = tuple(int(d) for d in (t.ShapeAsNumpy() if t.ShapeLength() else ()))
+        dtype = TYPE_NAMES.get(t.Type(), f"type{t.Type()}")
         if q is not None and q.ScaleLength() > 0:
+            _check_quantization(i, q, shape, dtype)
             scale = float(q.Scale(0))
             zp = int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0
         bi = t.Buffer()
         if not 0 <= bi < max(n_buffers, 1):
             raise ModelError(f"tensor {i} refers to buffer {bi} of {n_buffers}")
         tensors.append(TensorInfo(
-            index=i, name=(t.Name() or b"").decode("utf-8", "replace"),
-            shape=tuple(int(d) for d in (t.ShapeAsNumpy() if t.ShapeLength() else ())),
-            dtype=TYPE_NAMES.get(t.Type(), f"type{t.Type()}"), scale=scale, zero_point=zp,
+            index=i, name=(t.Name() or b"").decode("utf-8", "replace"), shape=shape, dtype=dtype, scale=scale,
+            zero_point=zp,
             is_variable=bool(t.IsVariable()), buffer_bytes=buffer_sizes[bi] if bi < len(buffer_sizes) else 0,
         ))
     n_t = len(tensors)
@@ -245,8 +278,9 @@ def _walk(path: Path, buf, size: int) -> ModelFileInfo:
         sd = model.SignatureDefs(i)
         key = (sd.SignatureKey() or b"").decode()
         signatures[key] = {
-            "inputs": {sd.Inputs(j).Name().decode(): int(sd.Inputs(j).TensorIndex()) for j in range(sd.InputsLength())},
-            "outputs": {sd.Outputs(j).Name().decode(): int(sd.Outputs(j).TensorIndex())
+            "inputs": {sd.Inputs(j).Name().decode(): idx([sd.Inputs(j).TensorIndex()])[0]
+                       for j in range(sd.InputsLength())},
+            "outputs": {sd.Outputs(j).Name().decode(): idx([sd.Outputs(j).TensorIndex()])[0]
                         for j in range(sd.OutputsLength())},
         }
     metadata = {}

@@ -145,7 +145,10 @@ def write_yolo_seg(root, train: int, val: int, seed: int = 11, regions: bool = T
             if regions:
                 lines.append(f"{len(USER_CLASSES)} " + " ".join(f"{x / w:.5f} {y / h:.5f}" for x, y in floor))
             for cls, m in objects:
-                poly = mask_polygons(m)[0]
+                polys = mask_polygons(m)
+                if not polys:  # a sliver of a few pixels: a labeller would not draw it either
+                    continue
+                poly = polys[0]
                 lines.append(f"{cls} " + " ".join(f"{v / (w if k % 2 == 0 else h):.5f}" for k, v in enumerate(poly)))
             (root / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
     doc = {"path": ".", "train": "images/train", "val": "images/val", "names": dict(enumerate(names))}
@@ -190,6 +193,8 @@ def write_coco_export(root, count: int, seed: int = 12, boxes_only_every: int = 
                 assert mask_utils.area(rle) == m.sum()
             else:
                 seg = mask_polygons(m)
+                if not seg:
+                    continue
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1, "segmentation": seg,
                          "area": float(m.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0,
                          "attributes": {"occluded": False}})
