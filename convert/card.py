@@ -44,7 +44,7 @@ def versions() -> dict[str, str]:
 
 def build_card(info: ModelFileInfo, cfg: ModelConfig, name: str, source: Path, resize: str = "letterbox",
                float_reference: dict | None = None, calibration: dict | None = None,
-               gate: dict | None = None) -> dict[str, Any]:
+               gate: dict | None = None, pretrained: dict | None = None) -> dict[str, Any]:
     """The card of a converted file (its outputs, quantization, contract, classes, hashes, versions, and
     where its calibration and gate images came from)."""
     (sig,) = info.signatures.values()
@@ -71,7 +71,7 @@ def build_card(info: ModelFileInfo, cfg: ModelConfig, name: str, source: Path, r
         "source_sha256": sha256_file(source),
         "versions": versions(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "notes": {"model_config": to_dict(cfg)},
+        "notes": {"model_config": to_dict(cfg), **({"pretrained": pretrained} if pretrained else {})},
     }
     if float_reference:
         card["float_reference"] = float_reference

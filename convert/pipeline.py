@@ -180,7 +180,7 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
         tpu = checks.check_edgetpu(info)
         report["edgetpu_check"] = tpu.as_dict()
 
-        card = build_card(info, cfg, name, model_path,
+        card = build_card(info, cfg, name, model_path, pretrained=(data_record or {}).get("pretrained"),
                           calibration={"source": cal_source, "images": len(cal.files)},
                           gate={"source": gate_plan[0]} if gate_plan else {"source": None, "skipped": "--no-gate"})
         final = embed_card(int8_bytes, card)

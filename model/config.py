@@ -12,6 +12,10 @@ from ocrnet_edge.runtime.contract import DEFAULT_STRIDES, THING_CLASSES
 from ocrnet_edge.runtime.errors import InputError
 
 TASKS = ("detect", "semantic", "instance")
+BACKBONES = ("compact", "mobilenet_v2", "mobilenet_v1")
+STANDARD_WIDTHS: dict[str, tuple[float, ...]] = {"mobilenet_v2": (0.35, 0.5, 0.75, 1.0),
+                                                 "mobilenet_v1": (0.25, 0.5, 0.75, 1.0)}
+"""Widths of the standard backbones (those Keras Applications publishes ImageNet weights for)."""
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,11 @@ class ModelConfig:
 
     Attributes:
         input_size: Square input side in pixels, a multiple of 32.
-        width: Width multiplier of the backbone (MobileNetV2-style inverted residuals).
+        backbone: ``compact`` (this project's MobileNetV2-like network: expansion 4, five stages),
+            ``mobilenet_v2`` or ``mobilenet_v1`` (the Keras Applications / TF-Slim architectures, layer
+            for layer, so published weights fit: see :mod:`model.pretrained`).
+        width: Width multiplier of the backbone (for the standard backbones, one Keras Applications
+            has weights for: :data:`STANDARD_WIDTHS`).
         neck_channels: Channels of each FPN level (the shared feature map).
         det_fraction: Share of the shared channels that feed detection; the rest feed segmentation.
         head_channels: Channels inside the detection head (shared over levels).
@@ -34,6 +42,7 @@ class ModelConfig:
     """
 
     input_size: int = 320
+    backbone: str = "compact"
     width: float = 1.0
     neck_channels: int = 64
     det_fraction: float = 0.25
@@ -63,6 +72,11 @@ class ModelConfig:
             raise InputError(f"tasks must be a non-empty subset of {TASKS}. Received: {self.tasks}")
         if self.width <= 0:
             raise InputError(f"width must be positive. Received: {self.width}")
+        if self.backbone not in BACKBONES:
+            raise InputError(f"backbone must be one of {BACKBONES}. Received: {self.backbone!r}")
+        if self.backbone in STANDARD_WIDTHS and float(self.width) not in STANDARD_WIDTHS[self.backbone]:
+            raise InputError(f"--width {self.width} for {self.backbone}: Keras Applications defines it at widths "
+                             f"{list(STANDARD_WIDTHS[self.backbone])} only (pretrained weights exist for those)")
         if not self.class_names and set(self.tasks) & {"detect", "instance"}:
             raise InputError("a model without thing classes can only have the semantic head (tasks=('semantic',))")
         if not self.class_names and not self.stuff_names:
@@ -129,6 +143,9 @@ class TrainConfig:
         val_images: Validation images evaluated after each epoch (0 turns validation off).
         seed: Seed of shuffling and augmentation.
         max_mask_samples: Positive locations per image that get a mask loss.
+        pretrained: Backbone weights to start from: ``imagenet`` (Keras Applications, fetched by
+            Keras), a Keras ``.h5`` file of the standard model, or a ``.tflite`` file holding the same
+            backbone (a quantized classifier or segmenter); empty: none. See :mod:`model.pretrained`.
         init: A saved ``model.keras`` whose weights start the run (fine-tuning): every layer whose
             weights have the same shapes is loaded, class-dependent layers start fresh; empty for a
             fresh start.
@@ -149,6 +166,7 @@ class TrainConfig:
     seed: int = 0
     max_mask_samples: int = 48
     init: str = ""
+    pretrained: str = ""
     augment: str = "auto"
     flip: bool = True
     val_fraction: float = 0.1
@@ -159,6 +177,8 @@ class TrainConfig:
 
 
     def __post_init__(self) -> None:
+        if self.init and self.pretrained:
+            raise InputError("--init and --pretrained both give starting weights; choose one")
         if self.augment not in ("auto", "on", "off"):
             raise InputError(f"augment must be auto, on or off. Received: {self.augment!r}")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -71,8 +71,36 @@ def _sep(x, filters: int, name: str):
     return _conv_bn(_dw_bn(x, name=name), filters, name=f"{name}_pw")
 
 
-def build_backbone(x, width: float):
-    """MobileNetV2-style feature extractor. Returns the features at strides 4, 8, 16 and 32."""
+STAGE_ENDS = {
+    "mobilenet_v2": ("block_2_add", "block_5_add", "block_12_add", "block_16_project_BN"),
+    "mobilenet_v1": ("conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"),
+}
+"""Keras Applications layers whose outputs are the standard backbones' features at strides 4, 8, 16, 32.
+MobileNetV2 ends at its last inverted residual (320 x width channels), before the classifier's 1x1
+convolution to 1280 channels, as DeepLab and SSDLite-style detectors take it."""
+
+
+def standard_backbone(x, name: str, width: float):
+    """A Keras Applications MobileNet (``mobilenet_v2`` or ``mobilenet_v1``) built on ``x`` (pixels in [-1, 1]),
+    layer for layer and with its own layer names, so published weights fit. Returns the features at
+    strides 4, 8, 16 and 32."""
+    app = {"mobilenet_v2": keras.applications.MobileNetV2, "mobilenet_v1": keras.applications.MobileNet}[name]
+    import warnings
+
+    with warnings.catch_warnings():  # "input shape not one of the ImageNet sizes": expected, weights still fit
+        warnings.simplefilter("ignore")
+        net = app(input_tensor=x, alpha=width, include_top=False, weights=None)
+    for layer in net.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
+    return [net.get_layer(n).output for n in STAGE_ENDS[name]]
+
+
+def build_backbone(x, width: float, backbone: str = "compact"):
+    """The feature extractor: ``compact`` (MobileNetV2-style, expansion 4) or a standard MobileNet.
+    Returns the features at strides 4, 8, 16 and 32."""
+    if backbone != "compact":
+        return standard_backbone(x, backbone, width)
     x = _conv_bn(x, _ch(32 * width), 3, stride=2, name="stem")
     feats = []
     for s, (t, c, n, stride) in enumerate(BACKBONE):
@@ -136,7 +164,7 @@ def build_ocrnet(cfg: ModelConfig = ModelConfig(), batch_size: int | None = None
     s = cfg.input_size
     inputs = keras.Input((s, s, 3), batch_size=batch_size, name="image")
     x = PixelRescale(name="rescale")(inputs)
-    c2, c3, c4, c5 = build_backbone(x, cfg.width)
+    c2, c3, c4, c5 = build_backbone(x, cfg.width, cfg.backbone)
     pyramid = build_neck(c3, c4, c5, cfg.neck_channels)
 
     d = cfg.det_channels

@@ -361,6 +361,12 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
                                     stuff_names=train_set.stuff_classes, tasks=tasks_supported(train_set))
     augment = cfg.augment == "on" or (cfg.augment == "auto" and not train_set.generated)
     cfg = dataclasses.replace(cfg, model=model_cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    trainer = OCRNetTrainer(to_dict(cfg.model), to_dict(cfg.loss))
+    if cfg.pretrained:  # before anything is written: a bad file leaves no run folder behind
+        from .pretrained import load_pretrained
+
+        pretrained_line, data_record["pretrained"] = load_pretrained(trainer.net, cfg.model, cfg.pretrained)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -379,11 +385,10 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
           f"label maps {sup['semantic']}), validating on {len(val_set) if val_set else 0}; "
           f"classes: {list(model_cfg.class_names)}" + (f" + regions {list(model_cfg.stuff_names)}"
                                                       if model_cfg.stuff_names else "")
-          + f"; heads: {', '.join(model_cfg.tasks)}; augmentation {'on' if augment else 'off (flips only)'}")
+          + f"; heads: {', '.join(model_cfg.tasks)}; backbone {model_cfg.backbone} width {model_cfg.width:g}; "
+          f"augmentation {'on' if augment else 'off (flips only)'}")
 
-    keras.utils.set_random_seed(cfg.seed)
     batches = Batches(train_set, cfg, AugmentOptions(enabled=augment, flip=cfg.flip))
-    trainer = OCRNetTrainer(to_dict(cfg.model), to_dict(cfg.loss))
     trainer.compile(optimizer=_optimizer(cfg, len(batches)))
     trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
     initial_epoch = 0
@@ -397,6 +402,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         print(f"resuming {out} after epoch {initial_epoch}")
     elif cfg.init:
         print(_load_init(trainer, cfg))
+    elif cfg.pretrained:
+        print(pretrained_line)
     if initial_epoch < cfg.epochs:
         trainer.fit(batches, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
                     callbacks=[_History(out, val_set, cfg, trainer, data_record)])

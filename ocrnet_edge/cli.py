@@ -78,12 +78,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise InputError(f"{args.config}: configuration file not found") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError) as e:
             raise InputError(f"{args.config}: not a training configuration JSON ({type(e).__name__}: {e})") from None
-    model_kw = {k: v for k, v in {"input_size": args.size, "width": args.width}.items() if v is not None}
+    model_kw = {k: v for k, v in {"input_size": args.size, "width": args.width, "backbone": args.backbone}.items()
+                if v is not None}
     if args.no_ocr:
         model_kw["use_ocr"] = False
     train_kw = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch, "learning_rate": args.lr,
                                   "seed": args.seed, "val_images": args.val_images, "val_fraction": args.val_fraction,
                                   "init": str(args.init) if args.init else None, "classes": args.classes,
+                                  "pretrained": args.pretrained,
                                   "augment": args.augment}.items() if v is not None}
     if args.no_flip:
         train_kw["flip"] = False
@@ -364,7 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--classes", type=_class_list, help="train these classes only, in this order (comma-separated)")
     t.add_argument("--config", type=Path, help="training configuration JSON (as saved in a run's config.json)")
     t.add_argument("--size", type=int, help="input size (multiple of 32)")
-    t.add_argument("--width", type=float, help="backbone width multiplier")
+    t.add_argument("--backbone", choices=["compact", "mobilenet_v2", "mobilenet_v1"],
+                   help="backbone: compact (default), or a standard MobileNet that published weights fit")
+    t.add_argument("--width", type=float, help="backbone width multiplier (mobilenet_v2: 0.35, 0.5, 0.75, 1.0; "
+                   "mobilenet_v1: 0.25, 0.5, 0.75, 1.0)")
+    t.add_argument("--pretrained", help="backbone weights: imagenet (Keras fetches them), a Keras .h5 file, or a "
+                   ".tflite file with the same backbone (e.g. Coral's mobilenet_v2_1.0_224_quant.tflite)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch", type=int)
     t.add_argument("--lr", type=float)

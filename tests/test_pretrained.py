@@ -1,0 +1,244 @@
+"""Standard backbones and their weights from the files users have.
+
+The proof that a TFLite import is exact, not merely "loaded": the Coral classifier rebuilt in float Keras
+from its imported weights ranks the photos as the file does, and its logits agree with the file's
+within its quantization steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from ocrnet_edge.model.config import ModelConfig
+from ocrnet_edge.runtime.errors import InputError, ModelError
+
+from .conftest import PEERS, SMALL
+
+needs_peers = pytest.mark.skipif(not PEERS.is_dir(), reason="../shared/peers/coral is not beside this checkout")
+V2_FILE = PEERS / "mobilenet_v2_1.0_224_quant.tflite"
+V1_FILE = PEERS / "mobilenet_v1_0.5_160_quant.tflite"
+TOP1 = {"cat.bmp": 286, "parrot.jpg": 89}
+"""Top-1 of both Coral classifiers (index 0 is background): 'Egyptian cat', 'macaw'."""
+PHOTOS = ("cat.bmp", "parrot.jpg", "grace_hopper.bmp", "bird.bmp")
+MAX_LOGIT_STEPS = 5.0
+"""Largest difference of a float logit from the file's int8 logit, in the file's quantization steps (the
+file quantizes every activation on the way; measured: at most 3.9)."""
+MEAN_LOGIT_STEPS = 1.0
+"""Mean difference over the 1001 logits, in steps (measured: 0.5 to 0.8)."""
+
+
+def _photo(name, size):
+    img = cv2.cvtColor(cv2.imread(str(PEERS / name)), cv2.COLOR_BGR2RGB)
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@needs_peers
+@pytest.mark.parametrize(("path", "backbone", "width", "size"),
+                         [(V2_FILE, "mobilenet_v2", 1.0, 224), (V1_FILE, "mobilenet_v1", 0.5, 160)],
+                         ids=["mobilenet_v2_1.0", "mobilenet_v1_0.5"])
+def test_rebuilt_classifier_agrees_with_the_file(path, backbone, width, size):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from ocrnet_edge.model.pretrained import rebuild_classifier
+    from ocrnet_edge.runtime.modelfile import inspect_model
+
+    net = rebuild_classifier(path, backbone, width, size)
+    info = inspect_model(path)
+    logits_t = info.tensors[next(o for o in info.ops if o.name == "SOFTMAX").inputs[0]]
+    it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    for name in PHOTOS:
+        x = _photo(name, size)
+        it.set_tensor(inp["index"], x[None])
+        it.invoke()
+        file_logits = (it.get_tensor(logits_t.index).reshape(-1).astype(np.float32) - logits_t.zero_point) * logits_t.scale
+        ours = np.asarray(net(((x.astype(np.float32) - 128.0) / 128.0)[None]))[0]  # the file's input: (q - 128) / 128
+        assert int(ours.argmax()) == int(file_logits.argmax()), name
+        if name in TOP1:
+            assert int(ours.argmax()) == TOP1[name]
+        steps = np.abs(ours - file_logits) / logits_t.scale
+        assert steps.max() <= MAX_LOGIT_STEPS and steps.mean() <= MEAN_LOGIT_STEPS, (name, steps.max(), steps.mean())
+
+
+@needs_peers
+def test_backbone_weights_come_from_the_coral_file():
+    import keras
+
+    from ocrnet_edge.model.network import build_ocrnet
+    from ocrnet_edge.model.pretrained import conv_plan, load_pretrained, read_tflite_convs
+
+    cfg = ModelConfig(input_size=SMALL, backbone="mobilenet_v2", width=1.0)
+    net = build_ocrnet(cfg)
+    line, rec = load_pretrained(net, cfg, str(V2_FILE))
+    plan = conv_plan("mobilenet_v2", 1.0)
+    assert len(plan) == 51, "MobileNetV2 up to its last inverted residual"
+    assert line.startswith(f"--pretrained: loaded {rec['tensors']} backbone tensors (51 convolutions of MobileNetV2 "
+                           f"width 1) from {V2_FILE}")
+    convs = read_tflite_convs(V2_FILE)
+    np.testing.assert_array_equal(net.get_layer("Conv1").get_weights()[0], convs[0].kernel)
+    gamma, beta, mean, var = net.get_layer("bn_Conv1").get_weights()
+    np.testing.assert_array_equal(beta, convs[0].bias)
+    assert (gamma == 1).all() and (mean == 0).all()
+    assert all(not layer.trainable for layer in net.layers
+               if isinstance(layer, keras.layers.BatchNormalization) and layer.name.endswith("BN"))
+    assert net.get_layer("block_16_project").trainable
+
+
+@needs_peers
+@pytest.mark.parametrize(("path", "backbone", "width", "message"), [
+    (V2_FILE, "mobilenet_v2", 0.5, "holds MobileNetV2 width 1, expected MobileNetV2 width 0.5"),
+    (V1_FILE, "mobilenet_v2", 1.0, "holds MobileNetV1 width 0.5, expected MobileNetV2 width 1"),
+    (PEERS / "deeplabv3_mnv2_dm05_pascal_quant.tflite", "mobilenet_v2", 0.5,
+     r"first difference at convolution 5, block_1_project: \(1, 1, 48, 12\) in the file, \(1, 1, 48, 16\) expected"),
+])
+def test_a_file_of_another_backbone_is_named(path, backbone, width, message):
+    from ocrnet_edge.model.pretrained import tflite_backbone_weights
+
+    with pytest.raises(InputError, match=message):
+        tflite_backbone_weights(path, backbone, width)
+
+
+@needs_peers
+def test_deeplab_segmenter_backbone_imports():
+    from ocrnet_edge.model.pretrained import tflite_backbone_weights
+
+    weights, n = tflite_backbone_weights(PEERS / "deeplabv3_mnv2_pascal_quant.tflite", "mobilenet_v2", 1.0)
+    assert n == 51 and len(weights) == 2 * 51
+
+
+IMAGENET_CHECK = """
+import sys, urllib.request
+import numpy as np
+from pathlib import Path
+from ocrnet_edge.model.config import ModelConfig
+from ocrnet_edge.model.network import build_ocrnet
+from ocrnet_edge.model.pretrained import imagenet_file, keras_application, keras_cache, load_pretrained
+from ocrnet_edge.runtime.errors import EnvironmentMissing
+
+def offline(*a, **k):
+    raise OSError("network unreachable (test)")
+urllib.request.urlopen = urllib.request.urlretrieve = offline
+backbone, width, size = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+cfg = ModelConfig(input_size=size, backbone=backbone, width=width)
+net = build_ocrnet(cfg)
+try:
+    load_pretrained(net, cfg, "imagenet")
+    sys.exit("loaded without a file")
+except EnvironmentMissing as e:
+    print("OFFLINE", e)
+# A weights file where Keras looks, written from a randomly initialised model (legacy .h5, as published).
+src = keras_application(backbone, width)
+for layer in src.layers:
+    layer.set_weights([np.random.default_rng(len(layer.name)).normal(size=w.shape).astype(np.float32) ** 2 + 0.1
+                       for w in layer.get_weights()])
+keras_cache().mkdir(parents=True, exist_ok=True)
+src.save(keras_cache() / imagenet_file(backbone, width))
+line, rec = load_pretrained(net, cfg, "imagenet")
+first = "conv1" if backbone == "mobilenet_v1" else "Conv1"
+last = "conv_pw_13" if backbone == "mobilenet_v1" else "block_16_project"
+for name in (first, last):
+    for a, b in zip(net.get_layer(name).get_weights(), src.get_layer(name).get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+print("LOADED", rec["file"])
+"""
+
+
+@pytest.mark.parametrize(("backbone", "width"), [("mobilenet_v2", 0.35), ("mobilenet_v1", 0.25)])
+def test_imagenet_weights_through_the_keras_cache(tmp_path, backbone, width):
+    """Keras fetches ImageNet weights into its cache; the test puts its own file there (no network)."""
+    import os
+    import subprocess
+    import sys
+
+    from ocrnet_edge.model.pretrained import imagenet_file
+
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    p = subprocess.run([sys.executable, "-c", IMAGENET_CHECK, backbone, str(width), str(SMALL)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    cache = tmp_path / "keras" / "models"
+    name = imagenet_file(backbone, width)
+    assert f"OFFLINE --pretrained imagenet: Keras could not fetch {name}" in p.stdout
+    assert f"put it in {cache}/" in p.stdout
+    assert f"LOADED {cache / name}" in p.stdout
+
+
+def test_keras_weights_file(tmp_path):
+    from ocrnet_edge.model.network import build_ocrnet
+    from ocrnet_edge.model.pretrained import keras_application, load_pretrained
+
+    src = keras_application("mobilenet_v2", 0.5)
+    path = tmp_path / "mine.weights.h5"
+    src.save_weights(path)
+    cfg = ModelConfig(input_size=SMALL, backbone="mobilenet_v2", width=0.5)
+    line, _ = load_pretrained(build_ocrnet(cfg), cfg, str(path))
+    assert "Keras weights file" in line
+    other = dataclasses.replace(cfg, width=0.75)
+    with pytest.raises(InputError, match="not the Keras MobileNetV2 width 0.75"):
+        load_pretrained(build_ocrnet(other), other, str(path))
+
+
+def test_pretrained_bad_input_leaves_no_run(tmp_path, small_dataset, capsys):
+    from ocrnet_edge.cli import main
+
+    (tmp_path / "notes.tflite").write_text("not a model")
+    trunc = tmp_path / "trunc.tflite"
+    if V2_FILE.is_file():
+        trunc.write_bytes(V2_FILE.read_bytes()[:200_000])
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"model": {"input_size": SMALL}}))
+    base = ["train", "--data", str(small_dataset), "--config", str(cfg), "--epochs", "1"]
+    cases = [
+        (["--backbone", "mobilenet_v2", "--pretrained", str(tmp_path / "missing.tflite")], 3, "--pretrained file not found"),
+        (["--backbone", "mobilenet_v2", "--pretrained", str(tmp_path / "notes.tflite")], 4, "not a TFLite model"),
+        (["--pretrained", "imagenet"], 3, "--pretrained needs a standard backbone"),
+        (["--backbone", "mobilenet_v2", "--width", "0.6"], 3, "Keras Applications defines it at widths"),
+        (["--backbone", "mobilenet_v2", "--init", str(tmp_path / "x.keras"), "--pretrained", "imagenet"], 3,
+         "--init and --pretrained both give starting weights"),
+    ]
+    if trunc.is_file():
+        cases.append((["--backbone", "mobilenet_v2", "--pretrained", str(trunc)], 4, "truncated or malformed"))
+    for i, (extra, code, message) in enumerate(cases):
+        out = tmp_path / f"run{i}"
+        assert main([*base, "--out", str(out), *extra]) == code, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (extra, err)
+        assert not out.exists(), extra
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backbone", "width"), [("mobilenet_v2", 0.35), ("mobilenet_v1", 0.25)])
+def test_standard_backbones_convert_full_int8_and_map_to_the_edge_tpu(tmp_path, calib_dir, backbone, width):
+    import keras
+
+    from ocrnet_edge.convert.pipeline import ConvertOptions, convert_model
+    from ocrnet_edge.model.io import save_model
+    from ocrnet_edge.model.network import build_ocrnet
+
+    cfg = ModelConfig(input_size=SMALL, backbone=backbone, width=width, neck_channels=32, head_channels=32,
+                      num_protos=8, ocr_channels=16)
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "model.keras"
+    save_model(build_ocrnet(cfg), cfg, path)
+    res = convert_model(path, tmp_path / "out", ConvertOptions(calib=calib_dir, min_calib=10, gate=False,
+                                                               write_float=False, progress=False))
+    assert res.report["graph"]["problems"] == []
+    tpu = res.report["edgetpu_check"]
+    assert tpu["mapped_share"] == 1.0 and not tpu["problems"], tpu
+    card = json.loads(res.card.read_text())
+    assert card["notes"]["model_config"]["backbone"] == backbone
+
+
+def test_unknown_model_file_for_import(tmp_path):
+    from ocrnet_edge.model.pretrained import read_tflite_convs
+
+    p = tmp_path / "x.tflite"
+    p.write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelError, match="not a TFLite model"):
+        read_tflite_convs(p)
