@@ -19,9 +19,11 @@ from ocrnet_edge import __version__
 from ocrnet_edge.model.config import ModelConfig, to_dict
 from ocrnet_edge.runtime import contract
 from ocrnet_edge.runtime.card import CARD_FORMAT, parse_card
+from ocrnet_edge.runtime.decode.detect import DECODE_FIELDS, DecodeOptions
 from ocrnet_edge.runtime.modelfile import CARD_METADATA_NAME, ModelFileInfo, schema
 
-DEFAULT_DECODE = {"score_threshold": 0.3, "iou_threshold": 0.5, "max_detections": 100}
+DEFAULT_DECODE = {k: getattr(DecodeOptions(), k) for k in DECODE_FIELDS}
+"""The decode settings a converted file's card carries: the runtime's defaults, written in one place."""
 
 
 def sha256_file(path: Path | str) -> str:

@@ -53,6 +53,50 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    """``--threads 1,2`` / ``--sizes 256,320``: comma-separated positive integers (argparse's usage error otherwise)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, e.g. 1,2. Received: {text!r}")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, e.g. cpu,edgetpu. Received: {text!r}")
+    return names
+
+
+def _writable_file(path: Path | None) -> None:
+    """Refuse an output file that cannot be written, before the work that fills it."""
+    if path is None:
+        return
+    parent = Path(path).parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK) or Path(path).is_dir():
+        from ocrnet_edge.runtime.errors import OutputError
+
+        raise OutputError(f"{path}: cannot write here (the folder {parent} is missing or not writable)")
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    """Write ``doc`` as JSON through a temporary name; one line on failure."""
+    import json
+
+    tmp = Path(str(path) + ".partial")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        from ocrnet_edge.runtime.errors import OutputError
+
+        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+
+
 def _class_list(text: str) -> tuple[str, ...]:
     """``--classes a,b,c``: names as written (spaces inside a name kept), empty entries refused."""
     names = tuple(n.strip() for n in text.split(","))
@@ -168,21 +212,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_dataset(args: argparse.Namespace) -> int:
     _require_workstation("dataset")
-    import json
 
     from ocrnet_edge.model.summary import format_summary, summarize, write_preview
 
+    _writable_file(args.json)
     doc = summarize(args.data, args.size)
     print(format_summary(doc))
     if args.json:
-        tmp = Path(str(args.json) + ".partial")
-        try:
-            tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-            tmp.replace(args.json)
-        except OSError as e:
-            from ocrnet_edge.runtime.errors import OutputError
-
-            raise OutputError(f"{args.json}: cannot write ({e.strerror})") from None
+        _write_json(args.json, doc)
     if args.preview:
         files = write_preview(args.data, args.preview, args.preview_count, args.size)
         print(f"preview: {len(files)} images in {args.preview}")
@@ -248,7 +285,6 @@ def cmd_check_edgetpu(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import json
 
     from ocrnet_edge.runtime.boards import load_board
     from ocrnet_edge.runtime.decode import DecodeOptions
@@ -257,22 +293,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ocrnet_edge.runtime.run import RunOptions, run
 
     board = load_board(args.board)
-    decode = None
-    if args.score is not None or args.iou is not None or args.max_det is not None:
-        decode = DecodeOptions(score_threshold=args.score if args.score is not None else 0.3,
-                               iou_threshold=args.iou if args.iou is not None else 0.5,
-                               max_detections=args.max_det or 100)
-    engine = EngineOptions(backend=args.backend, threads=args.threads or board.threads, device=args.device, decode=decode)
+    overrides = tuple((k, v) for k, v in (("score_threshold", args.score), ("iou_threshold", args.iou),
+                                          ("max_detections", args.max_det)) if v is not None)
+    DecodeOptions.merged({}, **dict(overrides))  # a bad value is refused here, before any camera opens
+    engine = EngineOptions(backend=args.backend, threads=args.threads or board.threads, device=args.device,
+                           decode_overrides=overrides)
     opts = RunOptions(
         source=args.source or board.camera, board=board, engine=engine, realtime=args.realtime, save=args.save,
         json_out=args.json_out, save_semantic=args.save_semantic, show=args.show, serve=args.serve,
         serve_token=args.serve_token, semantic_overlay=not args.no_semantic_overlay, max_frames=args.max_frames,
         status=not args.quiet,
     )
+    _writable_file(args.summary)
     summary = run(args.model, opts, args.card)
     print(summary.line(), file=sys.stderr)
     if args.summary:
-        Path(args.summary).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+        _write_json(args.summary, summary.as_dict())
     return EXIT_INTERRUPTED if summary.interrupted else 0
 
 
@@ -284,12 +320,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import json
 
     from ocrnet_edge.runtime.bench import run_bench
     from ocrnet_edge.runtime.boards import load_board
 
     board = load_board(args.board)
+    _writable_file(args.json)
     models: list[Path] = []
     for m in args.model:
         if not Path(m).is_file():
@@ -302,13 +338,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from ocrnet_edge.convert.export import quiet_tensorflow
 
             quiet_tensorflow()
-            sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(board.sizes)
+            sizes = args.sizes or list(board.sizes)
             out = args.work or Path("out") / "bench" / board.name
             models += convert_sizes(m, sizes, args.calib, out, float32=args.float32)
         else:
             models.append(m)
-    threads = [int(t) for t in args.threads.split(",")] if args.threads else None
-    backends = args.backends.split(",") if args.backends else None
+    threads = args.threads or None
+    backends = args.backends or None
 
     def progress(cfg):
         if not args.quiet:
@@ -329,9 +365,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if doc["emulated"]:
         print("note: measured under emulation; these timings are not any board's", file=sys.stderr)
     if args.json:
-        tmp = Path(str(args.json) + ".partial")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(args.json)
+        _write_json(args.json, doc)
     return 0 if any(r["ok"] for r in doc["results"]) else 4
 
 
@@ -442,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="latency per stage and memory of the device path, per configuration")
     b.add_argument("model", type=Path, nargs="+", help="converted .tflite files (e.g. the int8 and the float32 "
                    "build), or a trained model.keras to convert at every size of the sweep (workstation)")
-    b.add_argument("--sizes", help="comma-separated input sizes for a .keras model (default: the board's sizes)")
+    b.add_argument("--sizes", type=_int_list,
+                   help="comma-separated input sizes for a .keras model (default: the board's sizes)")
     b.add_argument("--float32", action="store_true", help="with a .keras model, also bench float32 builds")
     b.add_argument("--calib", type=Path, help="calibration images for a .keras model (default: the model's own, "
                    "as convert takes them)")
@@ -450,8 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--board", default="auto", help="board profile (default: auto-detect)")
     b.add_argument("--frames", type=int, default=100, help="timed frames per configuration")
     b.add_argument("--warmup", type=int, default=10, help="untimed frames first")
-    b.add_argument("--threads", help="comma-separated thread counts (default: 1 to the core count)")
-    b.add_argument("--backends", help="comma-separated backends (default: every available one of the board's)")
+    b.add_argument("--threads", type=_int_list, help="comma-separated thread counts (default: 1 to the core count)")
+    b.add_argument("--backends", type=_name_list,
+                   help="comma-separated backends (default: every available one of the board's)")
     b.add_argument("--source", help="synthetic://... (default, at the board's camera size) or a video/image path")
     b.add_argument("--sink", action="store_true", help="also annotate every frame (a video or viewer sink's cost)")
     b.add_argument("--card", type=Path, help="model card for files without one")

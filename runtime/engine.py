@@ -77,7 +77,10 @@ class EngineOptions:
         backend: ``auto``, ``cpu`` or ``edgetpu``.
         threads: CPU threads.
         device: Edge TPU device (``usb``, ``usb:N``, ``pci``, ``pci:N``) or None.
-        decode: Detection thresholds; None takes the card's defaults.
+        decode: Detection thresholds replacing the card's; None takes the card's settings.
+        decode_overrides: ``(field, value)`` pairs replacing single fields of the card's settings
+            (``score_threshold``, ``iou_threshold``, ``max_detections``): ``run --score`` alone keeps
+            the card's IoU threshold and detection cap.
         frame_order: Channel order of the frames given to :meth:`Engine.process`.
     """
 
@@ -85,6 +88,7 @@ class EngineOptions:
     threads: int = 1
     device: str | None = None
     decode: DecodeOptions | None = None
+    decode_overrides: tuple[tuple[str, float], ...] = ()
     frame_order: str = "rgb"
 
     def __post_init__(self) -> None:
@@ -99,11 +103,7 @@ class Engine:
 
     def __init__(self, path: Path, info: ModelFileInfo, card: ModelCard, backend: CpuBackend, options: EngineOptions):
         self.path, self.info, self.card, self.backend, self.options = path, info, card, backend, options
-        d = card.decode
-        self.decode_options = options.decode or DecodeOptions(
-            score_threshold=float(d.get("score_threshold", 0.3)), iou_threshold=float(d.get("iou_threshold", 0.5)),
-            max_detections=int(d.get("max_detections", 100)),
-        )
+        self.decode_options = options.decode or DecodeOptions.merged(card.decode, **dict(options.decode_overrides))
         self._bind()
         shape = backend.input_shape
         if len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2] or shape[3] != 3:

@@ -324,6 +324,14 @@ def _capture_opener(target, api: int, what: str):
     return opener
 
 
+def _index(spec: str, scheme: str) -> int:
+    """The camera number of ``picam://N`` or ``csi://N`` (0 when omitted)."""
+    text = spec[len(scheme):] or "0"
+    if not text.isdigit():
+        raise InputError(f"{spec}: expected {scheme}N with N a camera number (0, 1, ...)")
+    return int(text)
+
+
 def _synthetic(spec: str, default_size: tuple[int, int]) -> LiveSource:
     from .scenes import SceneOptions, draw_scene
 
@@ -391,14 +399,15 @@ def open_source(spec: str, realtime: bool = False, camera_size: tuple[int, int] 
     if s.startswith("synthetic://"):
         return _synthetic(s, camera_size)
     if s.startswith("picam://"):
-        return _picamera(int(s[len("picam://"):] or 0), camera_size)
+        return _picamera(_index(s, "picam://"), camera_size)
     if s.startswith("csi://") or "!" in s:
+        sensor = _index(s, "csi://") if s.startswith("csi://") else None  # a malformed spec first, then the system
         if not gstreamer_available():
             raise EnvironmentMissing(
                 f"{s}: this OpenCV has no GStreamer (the PyPI wheels never do); use the system OpenCV of JetPack "
                 "(python3-opencv) in a virtual environment created with --system-site-packages"
             )
-        pipeline = csi_pipeline(int(s[len("csi://"):] or 0), *camera_size, camera_fps) if s.startswith("csi://") else s
+        pipeline = csi_pipeline(sensor, *camera_size, camera_fps) if sensor is not None else s
         return LiveSource(_capture_opener(pipeline, cv2.CAP_GSTREAMER, s), f"GStreamer {s}")
     if s.startswith(("rtsp://", "http://", "https://", "rtmp://", "udp://")):
         return LiveSource(_capture_opener(s, cv2.CAP_FFMPEG, s), f"stream {s}")

@@ -64,3 +64,50 @@ def test_workstation_command_without_extra_names_it(tmp_path):
 def test_debug_shows_traceback(tmp_path, capsys):
     assert main(["--debug", "eval", str(tmp_path / "x.keras"), "--data", str(tmp_path)]) == errors.EXIT_INPUT
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "code", "message"), [
+    (["run", "{model}", "--source", "synthetic://?frames=1", "--score", "2"], errors.EXIT_INPUT,
+     "score threshold (--score) must lie in [0, 1]. Received: 2.0"),
+    (["run", "{model}", "--source", "synthetic://?frames=1", "--iou", "0"], errors.EXIT_INPUT,
+     "NMS IoU threshold (--iou) must lie in (0, 1]. Received: 0.0"),
+    (["run", "{model}", "--source", "synthetic://?frames=1", "--max-det", "0"], errors.EXIT_INPUT,
+     "max detections (--max-det) and pre_nms_top_k must be positive. Received: 0"),
+    (["run", "{model}", "--source", "synthetic://?size=abc"], errors.EXIT_INPUT, "expected synthetic://?seed=N"),
+    (["run", "{model}", "--source", "picam://x"], errors.EXIT_INPUT, "expected picam://N with N a camera number"),
+    (["run", "{model}", "--source", "csi://x"], errors.EXIT_INPUT, "expected csi://N with N a camera number"),
+    (["run", "{model}", "--source", "synthetic://?frames=1", "--summary", "{tmp}/no/such/dir/s.json"],
+     errors.EXIT_OUTPUT, "cannot write here"),
+    (["bench", "{model}", "--frames", "1", "--warmup", "0", "--json", "{tmp}/no/such/b.json"], errors.EXIT_OUTPUT,
+     "cannot write here"),
+    (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--config", "{tmp}/missing.json"], errors.EXIT_INPUT,
+     "missing.json: configuration file not found"),
+    (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--config", "{tmp}/bad.json"], errors.EXIT_INPUT,
+     "bad.json: not a training configuration JSON"),
+])
+def test_every_user_error_is_one_line(argv, code, message, converted, roomy_board, tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{nope")
+    argv = [a.format(model=converted.int8, tmp=tmp_path) for a in argv]
+    if argv[0] in ("run", "bench"):
+        argv += ["--board", str(roomy_board)]
+    assert main(argv) == code
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("INFO:")]
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+@pytest.mark.parametrize("argv", [["bench", "m.tflite", "--sizes", "3x0"], ["bench", "m.tflite", "--threads", "two"]])
+def test_list_arguments_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == errors.EXIT_USAGE and "expected comma-separated positive integers" in capsys.readouterr().err
+
+
+def test_one_override_keeps_the_cards_other_decode_settings(converted):
+    from ocrnet_edge.runtime.engine import Engine, EngineOptions
+
+    with Engine.open(converted.int8) as plain:
+        card = plain.card.decode
+    with Engine.open(converted.int8, options=EngineOptions(decode_overrides=(("score_threshold", 0.55),))) as e:
+        assert e.decode_options.score_threshold == 0.55
+        assert e.decode_options.iou_threshold == card["iou_threshold"]
+        assert e.decode_options.max_detections == card["max_detections"]

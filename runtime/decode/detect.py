@@ -7,6 +7,7 @@ are dequantized. NMS is OpenCV's class-aware ``NMSBoxesBatched``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -14,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..contract import DEFAULT_STRIDES
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,26 @@ class DecodeOptions:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must lie in [0, 1]. Received: {self.score_threshold}")
+            raise InputError(f"score threshold (--score) must lie in [0, 1]. Received: {self.score_threshold}")
         if not 0.0 < self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must lie in (0, 1]. Received: {self.iou_threshold}")
+            raise InputError(f"NMS IoU threshold (--iou) must lie in (0, 1]. Received: {self.iou_threshold}")
         if self.max_detections < 1 or self.pre_nms_top_k < 1:
-            raise ValueError(
-                "max_detections and pre_nms_top_k must be positive. "
+            raise InputError(
+                "max detections (--max-det) and pre_nms_top_k must be positive. "
                 f"Received: {self.max_detections}, {self.pre_nms_top_k}"
             )
+
+    @classmethod
+    def merged(cls, card_decode: Mapping[str, float], **overrides: float | None) -> DecodeOptions:
+        """The card's decode settings, field by field, with each given override (None keeps the card's);
+        a field the card lacks takes the default of this class (the one place defaults are written)."""
+        kw: dict = {k: type(getattr(cls, k))(card_decode[k]) for k in DECODE_FIELDS if k in card_decode}
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kw)
+
+
+DECODE_FIELDS = ("score_threshold", "iou_threshold", "max_detections")
+"""The decode settings a model card carries."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,111 @@
+"""Backbone comparison for the README (maintainer tooling, not installed): for each backbone and width at
+one input size, MACs and parameters (counted from the converted graph), the int8 file size, the
+converter's Edge TPU check, and int8 invoke time on this machine, measured interleaved in one process
+with ratios to ``compact``.
+
+Usage: ``.venv/bin/python scripts/backbone_figures.py WORK [--size 320] [--rounds 5] [--frames 50]``;
+prints a Markdown table and writes ``WORK/backbones.json``. Models are untrained (timing and size do not
+depend on the weights); calibration uses 40 images of ``calibration_data/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+BACKBONES = [("compact", 1.0), ("mobilenet_v2", 0.35), ("mobilenet_v2", 0.5), ("mobilenet_v2", 0.75),
+             ("mobilenet_v2", 1.0), ("mobilenet_v1", 0.25), ("mobilenet_v1", 0.5), ("mobilenet_v1", 0.75),
+             ("mobilenet_v1", 1.0)]
+
+
+def cpu_line() -> str:
+    try:
+        name = next(x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name"))
+        flags = open("/proc/cpuinfo").read()
+        extra = ", ".join(f for f in ("avx512_vnni", "avx2") if f in flags)
+        return f"{name} ({extra})"
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("work", type=Path)
+    ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--frames", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    import keras
+
+    from ocrnet_edge.convert import calibration
+    from ocrnet_edge.convert.card import write_with_card
+    from ocrnet_edge.convert.checks import check_edgetpu
+    from ocrnet_edge.convert.export import keras_to_tflite
+    from ocrnet_edge.model.config import ModelConfig
+    from ocrnet_edge.model.network import build_ocrnet
+    from ocrnet_edge.runtime.engine import Engine, EngineOptions
+    from ocrnet_edge.runtime.modelfile import count_macs, inspect_model
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    files = calibration.scan(REPO / "calibration_data", 1).files[::5][:40]
+    rows = []
+    for backbone, width in BACKBONES:
+        name = f"{backbone}_{width:g}"
+        path = args.work / f"{name}_{args.size}_int8.tflite"
+        cfg = ModelConfig(input_size=args.size, backbone=backbone, width=width)
+        keras.utils.set_random_seed(0)
+        net = build_ocrnet(cfg)
+        if not path.exists():
+            data = keras_to_tflite(net, cfg, lambda: ([x] for x in calibration.iter_preprocessed(files, args.size)))
+            write_with_card(data, cfg, name, None, path)
+        info = inspect_model(path)
+        tpu = check_edgetpu(info)
+        rows.append({"backbone": backbone, "width": width, "file": str(path), "params": int(net.count_params()),
+                     "macs": int(count_macs(info)), "int8_bytes": path.stat().st_size,
+                     "edgetpu_mapped": f"{tpu.mapped_ops}/{tpu.total_ops}", "edgetpu_ok": tpu.ok})
+        print(name, rows[-1]["macs"] / 1e6, "MMAC", flush=True)
+    engines = [Engine.open(r["file"], options=EngineOptions(threads=args.threads)) for r in rows]
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    times: list[list[float]] = [[] for _ in rows]
+    for e in engines:
+        for _ in range(5):
+            e.backend.invoke()
+    for _ in range(args.rounds):  # interleaved: every model sees the same machine state in each round
+        for i, e in enumerate(engines):
+            e.process(frame)
+            t = []
+            for _ in range(args.frames):
+                t0 = time.perf_counter()
+                e.backend.invoke()
+                t.append(time.perf_counter() - t0)
+            times[i].append(statistics.median(t) * 1000)
+    base = statistics.median(times[0])
+    for r, t in zip(rows, times):
+        r["invoke_ms"] = statistics.median(t)
+        r["invoke_ratio_to_compact"] = r["invoke_ms"] / base
+    doc = {"cpu": cpu_line(), "size": args.size, "threads": args.threads, "rounds": args.rounds,
+           "frames_per_round": args.frames, "rows": rows}
+    (args.work / "backbones.json").write_text(json.dumps(doc, indent=1))
+    print(f"\n{doc['cpu']}, input {args.size}, {args.threads} threads, LiteRT XNNPACK; median of {args.rounds} "
+          f"interleaved rounds of {args.frames} invokes")
+    print("| backbone | width | MMAC | parameters | int8 file | Edge TPU check | int8 invoke (ms) | vs compact |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['backbone']} | {r['width']:g} | {r['macs'] / 1e6:.0f} | {r['params'] / 1e6:.2f} M | "
+              f"{r['int8_bytes'] / 1024:.0f} KiB | {r['edgetpu_mapped']} ops map | {r['invoke_ms']:.2f} | "
+              f"{r['invoke_ratio_to_compact']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Equal-budget comparison of a pretrained start (maintainer tooling, not installed).
+
+Three runs on the same generated scenes over real photographs, same epochs and seed, scored on a held-out
+split with ``eval``: ``mobilenet_v2`` width 1.0 from Coral's quantized ImageNet classifier
+(``--pretrained ../shared/peers/coral/mobilenet_v2_1.0_224_quant.tflite``), the same backbone from random
+weights, and ``compact`` from random weights.
+
+Usage: ``.venv/bin/python scripts/pretrained_figures.py WORK [--train 240] [--epochs 6] [--size 256]``;
+prints a Markdown table and writes ``WORK/pretrained.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [str(REPO / ".venv" / "bin" / "ocrnet-edge")]
+CORAL = REPO.parent / "shared" / "peers" / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
+
+
+def sh(*args: str) -> None:
+    print("$ ocrnet-edge", " ".join(args), flush=True)
+    p = subprocess.run([*CLI, *args], capture_output=True, text=True)
+    if p.returncode:
+        sys.exit(f"failed ({p.returncode}): {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("work", type=Path)
+    ap.add_argument("--train", type=int, default=240)
+    ap.add_argument("--heldout", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--size", type=int, default=256)
+    args = ap.parse_args()
+    w = args.work
+    w.mkdir(parents=True, exist_ok=True)
+    data, val, held = w / "train", w / "val", w / "heldout"
+    if not data.exists():
+        sh("generate", "--out", str(data), "--count", str(args.train), "--seed", "31", "--size", str(args.size), "--quiet")
+    if not val.exists():
+        sh("generate", "--out", str(val), "--count", "40", "--seed", "32", "--size", str(args.size), "--quiet")
+    if not held.exists():
+        sh("generate", "--out", str(held), "--count", str(args.heldout), "--seed", "20261126", "--size", str(args.size),
+           "--quiet")
+    runs = {
+        "mobilenet_v2 1.0, Coral ImageNet file": ["--backbone", "mobilenet_v2", "--width", "1.0",
+                                                  "--pretrained", str(CORAL)],
+        "mobilenet_v2 1.0, random": ["--backbone", "mobilenet_v2", "--width", "1.0"],
+        "compact 1.0, random": ["--backbone", "compact", "--width", "1.0"],
+    }
+    out: dict = {"train": args.train, "epochs": args.epochs, "size": args.size, "heldout": args.heldout, "runs": {}}
+    for name, extra in runs.items():
+        run = w / name.split(",")[0].replace(" ", "_") / name.split(", ")[1].split()[0].lower()
+        if not (run / "heldout.json").exists():
+            sh("train", "--data", str(data), "--val", str(val), "--out", str(run), "--epochs", str(args.epochs),
+               "--seed", "0", "--size", str(args.size), "--quiet", *extra)
+            sh("eval", str(run / "model.keras"), "--data", str(held), "--json", str(run / "heldout.json"), "--quiet")
+        m = json.loads((run / "heldout.json").read_text())
+        rows = list(csv.DictReader((run / "history.csv").open()))
+        out["runs"][name] = {k: m[k] for k in ("box_ap", "mask_ap", "miou")}
+        out["runs"][name]["seconds"] = float(rows[-1]["seconds"])
+    (w / "pretrained.json").write_text(json.dumps(out, indent=1))
+    print(f"\n{args.train} training scenes at {args.size}, {args.epochs} epochs, seed 0; held-out {args.heldout} scenes")
+    print("| start | box AP | mask AP | mIoU | training time |\n| --- | --- | --- | --- | --- |")
+    for name, r in out["runs"].items():
+        print(f"| {name} | {r['box_ap']:.3f} | {r['mask_ap']:.3f} | {r['miou']:.3f} | {r['seconds'] / 60:.1f} min |")
+
+
+if __name__ == "__main__":
+    main()
