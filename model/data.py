@@ -37,6 +37,7 @@ from tqdm import tqdm
 from ocrnet_edge.runtime.contract import SEMANTIC_CLASSES, THING_CLASSES
 from ocrnet_edge.runtime.errors import InputError, OutputError
 from ocrnet_edge.runtime.preprocess import PAD_VALUE
+from ocrnet_edge.runtime.rle import encode as encode_rle  # the one RLE encoder (equal to pycocotools')
 from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
 
 ANNOTATIONS = "annotations.json"
@@ -537,12 +538,6 @@ def holdout_split(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dat
     train = [r for i, r in enumerate(ds.records) if i not in val_idx]
     val = [r for i, r in enumerate(ds.records) if i in val_idx]
     return ds.subset(train), replace(ds.subset(val), split=f"holdout {fraction:g} seed {seed}")
-
-
-def encode_rle(mask: np.ndarray) -> dict:
-    """COCO compressed RLE of an (H, W) bool mask, JSON-ready."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def write_scenes(out: Path | str, count: int, seed: int, size: int = 320, progress: bool = True) -> Path:

@@ -169,6 +169,8 @@ def write_coco_export(root, count: int, seed: int = 12, boxes_only_every: int = 
     import numpy as np
     from pycocotools import mask as mask_utils
 
+    from ocrnet_edge.runtime.rle import rle_counts
+
     root = Path(root)
     (root / "images" / "batch_1").mkdir(parents=True)
     (root / "annotations").mkdir()
@@ -189,7 +191,7 @@ def write_coco_export(root, count: int, seed: int = 12, boxes_only_every: int = 
                 seg = []
             elif j == 0:
                 rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-                seg = {"size": [h, w], "counts": _uncompressed_counts(m)}
+                seg = {"size": [h, w], "counts": rle_counts(m)}
                 assert mask_utils.area(rle) == m.sum()
             else:
                 seg = mask_polygons(m)
@@ -210,16 +212,6 @@ def write_coco_export(root, count: int, seed: int = 12, boxes_only_every: int = 
            "categories": cats, "images": images, "annotations": anns}
     (root / "annotations" / "instances_default.json").write_text(json.dumps(doc, ensure_ascii=False))
     return root
-
-
-def _uncompressed_counts(mask) -> list[int]:
-    """COCO uncompressed RLE counts (column-major, zeros first), as CVAT writes masks."""
-    import numpy as np
-
-    flat = np.asarray(mask, bool).ravel(order="F")
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate([[0], change, [flat.size]])).tolist()
-    return [0, *runs] if flat[0] else runs
 
 
 TINY_TRAIN_CONFIG = {"model": {"input_size": SMALL, "width": 0.5, "neck_channels": 32, "head_channels": 32,

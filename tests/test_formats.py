@@ -178,3 +178,19 @@ def test_class_selection_orders_and_drops(yolo_dir, capsys):
         assert set(np.unique(sem)) <= {0, 1, 2, 3, IGNORE}
     with pytest.raises(InputError, match=r"class\(es\) \['helmet'\] not in this dataset"):
         load_dataset(yolo_dir, ("helmet",), strict_classes=True)
+
+
+def test_the_one_rle_encoder_equals_pycocotools():
+    from pycocotools import mask as mask_utils
+
+    from ocrnet_edge.model.data import encode_rle
+    from ocrnet_edge.runtime import rle
+
+    assert encode_rle is rle.encode
+    rng = np.random.default_rng(0)
+    for shape in ((1, 1), (7, 5), (64, 48), (31, 100)):
+        for density in (0.0, 0.05, 0.5, 1.0):
+            m = rng.random(shape) < density
+            want = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            got = rle.encode(m)
+            assert got["counts"] == want["counts"].decode() and got["size"] == list(want["size"])
