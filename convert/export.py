@@ -56,7 +56,10 @@ def _convert(saved: Path, representative: Callable[[], Iterable[list[np.ndarray]
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.uint8
         conv.inference_output_type = tf.int8
-    return conv.convert()
+    from ocrnet_edge.runtime.quiet import native_stderr_quiet
+
+    with native_stderr_quiet():  # the converter's "fully_quantize: 0, ..." line
+        return conv.convert()
 
 
 def keras_to_tflite(

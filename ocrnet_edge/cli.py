@@ -531,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.debug:
+        from ocrnet_edge.runtime.quiet import DEBUG_ENV
+
+        os.environ[DEBUG_ENV] = "1"  # native libraries' own log lines reach the terminal too
     try:
         return int(args.func(args) or 0)
     except OcrnetError as e:

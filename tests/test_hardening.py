@@ -409,3 +409,22 @@ def test_slow_viewer_client_never_stalls_the_pipeline(converted, roomy_board):
     t.join(60)
     s.close()
     assert rc.get("rc") == 0
+
+
+def test_native_log_lines_are_routed_away_unless_debug(converted, tmp_path):
+    """LiteRT's delegate line never reaches the user; --debug lets it through; other native output passes."""
+    code = (
+        "import os, sys\n"
+        "from ocrnet_edge.runtime.quiet import native_stderr_quiet\n"
+        "from ocrnet_edge.runtime.engine import Engine\n"
+        f"Engine.open({str(converted.int8)!r}).close()\n"
+        "with native_stderr_quiet():\n"
+        "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\nreal problem\\n')\n"
+        "    os.write(2, b'\\rprogress 50%')\n"
+    )
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "XNNPACK" not in quiet.stderr and "real problem" in quiet.stderr and "progress 50%" in quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OCRNET_DEBUG": "1"})
+    assert "Created TensorFlow Lite XNNPACK delegate" in loud.stderr

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..decode.detect import FLOAT, Quant
 from ..errors import EnvironmentMissing, ModelError
+from ..quiet import native_stderr_quiet
 
 
 def interpreter_class() -> tuple[type, Callable, str]:
@@ -53,9 +54,10 @@ class CpuBackend:
         interp_cls, _, self.runtime_version = interpreter_class()
         self.path = Path(path)
         try:
-            self.interpreter = interp_cls(model_path=str(self.path), num_threads=int(threads),
-                                          experimental_delegates=delegates or None)
-            self.interpreter.allocate_tensors()
+            with native_stderr_quiet():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
+                self.interpreter = interp_cls(model_path=str(self.path), num_threads=int(threads),
+                                              experimental_delegates=delegates or None)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.path}: the interpreter refused the model ({str(e).strip().splitlines()[0]})") from None
         self.threads = int(threads)
