@@ -217,3 +217,29 @@ def write_coco_export(root, count: int, seed: int = 12, boxes_only_every: int = 
 TINY_TRAIN_CONFIG = {"model": {"input_size": SMALL, "width": 0.5, "neck_channels": 32, "head_channels": 32,
                                "num_protos": 8, "ocr_channels": 16}, "batch_size": 8, "learning_rate": 3e-3}
 """A training configuration of the tiny architecture (the classes come from the data)."""
+
+
+# ---------------------------------------------------------------- live viewer helpers
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str) -> bytes:
+    import time
+    import urllib.error
+    import urllib.request
+
+    for _ in range(300):  # the run may take seconds to start on a loaded machine
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.read()
+        except urllib.error.HTTPError:
+            raise
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)

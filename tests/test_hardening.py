@@ -113,16 +113,18 @@ def test_edgetpu_build_without_tpu_one_line(bad_files, capsys):
     assert rc == errors.EXIT_MODEL and "needs the TPU" in err[-1] and len([e for e in err if e.startswith("error")]) == 1
 
 
-def test_model_that_fails_at_invoke(capsys, tmp_path):
+def test_model_the_runtime_cannot_load(capsys, tmp_path):
+    """Coral's "invoking error" model: its custom op is unresolved here, so the run stops at load with one line."""
     model = PEERS / "invalid_model_invoking_error.tflite"
     if not model.exists():
         pytest.skip("../shared/peers is not beside the repository")
     card = tmp_path / "c.json"
     card.write_text(json.dumps({"format": "ocrnet-edge-card/1", "input": {"size": 16},
                                 "outputs": {"x": {"role": "seg_labels", "tensor": "nothing"}}}))
-    rc = main(["run", str(model), "--card", str(card), "--source", str(CLIP), "--quiet"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == errors.EXIT_MODEL and err[-1].startswith("error: ")
+    rc = main(["run", str(model), "--card", str(card), "--source", str(CLIP), "--quiet", "--board", "host"])
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if e.startswith("error")]
+    assert rc == errors.EXIT_MODEL and len(err) == 1
+    assert "the interpreter refused the model (Encountered unresolved custom op: fake-op-double.)" in err[0]
 
 
 def test_cut_video_ends_cleanly_and_is_counted(bad_files, converted, roomy_board, tmp_path):
@@ -174,7 +176,7 @@ def test_full_disk_keeps_what_was_written(converted, tmp_path):
     assert frames == list(range(len(frames))) and frames
 
 
-def test_live_faults_are_counted_and_the_run_goes_on(converted, roomy_board):
+def test_live_faults_are_counted_and_the_run_goes_on(converted, roomy_board, monkeypatch):
     from ocrnet_edge.runtime import run as run_mod
     from ocrnet_edge.runtime.boards import load_board
     from ocrnet_edge.runtime.engine import EngineOptions
@@ -201,13 +203,9 @@ def test_live_faults_are_counted_and_the_run_goes_on(converted, roomy_board):
         return read, lambda: None
 
     src = LiveSource(opener, "faulty camera", colour="bgr", fail_after=4, max_frames=80)
-    original = run_mod.open_source
-    run_mod.open_source = lambda *a, **k: src
-    try:
-        summary = run(converted.int8, RunOptions(source="faulty", board=load_board(roomy_board),
-                                                 engine=EngineOptions(threads=1), status=False))
-    finally:
-        run_mod.open_source = original
+    monkeypatch.setattr(run_mod, "open_source", lambda *a, **k: src)
+    summary = run(converted.int8, RunOptions(source="faulty", board=load_board(roomy_board),
+                                             engine=EngineOptions(threads=1), status=False))
     f = summary.faults
     assert summary.frames > 10
     assert f["read_failures"] >= 5 and f["empty_frames"] >= 1 and f["size_changes"] >= 1 and f["reconnects"] >= 1
@@ -390,21 +388,21 @@ def test_slow_viewer_client_never_stalls_the_pipeline(converted, roomy_board):
     import socket
     import threading
 
-    from .test_streams import _free_port, _get
+    from .conftest import free_port, http_get
 
-    port = _free_port()
+    port = free_port()
     rc = {}
     t = threading.Thread(target=lambda: rc.setdefault("rc", main([
         "run", str(converted.int8), "--source", "synthetic://?seed=4&size=320x240&fps=50", "--board",
         str(roomy_board), "--serve", f"127.0.0.1:{port}", "--max-frames", "150", "--quiet"])))
     t.start()
-    _get(f"http://127.0.0.1:{port}/stats.json")
+    http_get(f"http://127.0.0.1:{port}/stats.json")
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # ... and never read
-    before = json.loads(_get(f"http://127.0.0.1:{port}/stats.json"))["frames"]
+    before = json.loads(http_get(f"http://127.0.0.1:{port}/stats.json"))["frames"]
     time.sleep(1.0)
-    after = json.loads(_get(f"http://127.0.0.1:{port}/stats.json"))["frames"]
+    after = json.loads(http_get(f"http://127.0.0.1:{port}/stats.json"))["frames"]
     assert after > before + 10
     t.join(60)
     s.close()

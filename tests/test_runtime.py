@@ -101,10 +101,23 @@ def test_edgetpu_build_without_tpu_names_the_cpu_build(tmp_path):
 
 
 @pytest.mark.skipif(not (PEERS / "invalid_model_invoking_error.tflite").exists(), reason="no ../shared/peers")
-def test_model_failing_at_invoke_is_refused_clearly():
+def test_coral_invalid_model_is_refused_when_loaded():
+    """Coral's "invoking error" model holds a custom op no runtime here resolves: LiteRT refuses it at load,
+    before any binding or invoke."""
     card = {"format": "ocrnet-edge-card/1", "input": {"size": 16}, "outputs": {"x": {"role": "seg_labels", "tensor": ""}}}
-    with pytest.raises(errors.ModelError):
+    with pytest.raises(errors.ModelError, match="the interpreter refused the model .*unresolved custom op: fake-op-double"):
         Engine.open(PEERS / "invalid_model_invoking_error.tflite", card=parse_card(card))
+
+
+def test_a_failing_invoke_is_one_model_error(converted, monkeypatch):
+    import numpy as np
+
+    with Engine.open(converted.int8) as engine:
+        def fail():
+            raise RuntimeError("Node number 3 (CONV_2D) failed to invoke.\nmore detail")
+        monkeypatch.setattr(engine.backend.interpreter, "invoke", fail)
+        with pytest.raises(errors.ModelError, match=r"invoke failed \(Node number 3 \(CONV_2D\) failed to invoke\.\)$"):
+            engine.process(np.zeros((48, 64, 3), np.uint8))
 
 
 DEEPLAB_CARD = {

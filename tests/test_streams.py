@@ -18,7 +18,7 @@ from ocrnet_edge.runtime import errors
 from ocrnet_edge.runtime.sinks import JSON_SCHEMA
 from ocrnet_edge.runtime.sources import LiveSource, open_source
 
-from .conftest import REPO
+from .conftest import REPO, free_port, http_get
 
 CLIP = REPO / "samples" / "clip.mp4"
 CLIP_FRAMES = 90
@@ -176,7 +176,7 @@ def test_run_writes_json_video_and_label_maps(converted, roomy_board, tmp_path):
 def test_viewer_serves_page_stream_and_figures(converted, roomy_board):
     from ocrnet_edge.runtime.viewer import Viewer
 
-    port = _free_port()
+    port = free_port()
     result = {}
 
     def go():
@@ -187,9 +187,9 @@ def test_viewer_serves_page_stream_and_figures(converted, roomy_board):
     t = threading.Thread(target=go)
     t.start()
     base = f"http://127.0.0.1:{port}"
-    page = _get(base + "/")
+    page = http_get(base + "/")
     assert b"stream.mjpg" in page and b"stats.json" in page
-    s1 = json.loads(_get(base + "/stats.json"))
+    s1 = json.loads(http_get(base + "/stats.json"))
     with urllib.request.urlopen(base + "/stream.mjpg", timeout=10) as r:
         assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
         data = r.read(60000)
@@ -197,31 +197,13 @@ def test_viewer_serves_page_stream_and_figures(converted, roomy_board):
     img = cv2.imdecode(np.frombuffer(jpg[: jpg.index(b"\xff\xd9") + 2], np.uint8), cv2.IMREAD_COLOR)
     assert img.shape == (120, 160, 3)
     time.sleep(0.5)
-    s2 = json.loads(_get(base + "/stats.json"))
+    s2 = json.loads(http_get(base + "/stats.json"))
     assert s2["frames"] > s1["frames"] and s2["budget_mb"] == 65536
     with pytest.raises(urllib.error.HTTPError, match="404"):
-        _get(base + "/../../etc/passwd")
+        http_get(base + "/../../etc/passwd")
     t.join(30)
     assert result["rc"] == 0
     with pytest.raises(errors.InputError, match="--serve-token"):
         Viewer.start("0.0.0.0:0")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str) -> bytes:
-    for _ in range(300):  # the run may take seconds to start on a loaded machine
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                return r.read()
-        except urllib.error.HTTPError:
-            raise
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(url)

@@ -12,7 +12,7 @@ import pytest
 
 from ocrnet_edge.cli import main
 
-from .test_streams import _free_port, _get
+from .conftest import free_port, http_get
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
@@ -24,13 +24,13 @@ def test_page_loads_stream_shows_frames_and_figures_update(converted, roomy_boar
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    port = _free_port()
+    port = free_port()
     rc = {}
     t = threading.Thread(target=lambda: rc.setdefault("rc", main([
         "run", str(converted.int8), "--source", "synthetic://?seed=4&size=320x240&fps=15", "--board", str(roomy_board),
         "--serve", f"127.0.0.1:{port}", "--max-frames", "150", "--quiet"])))
     t.start()
-    _get(f"http://127.0.0.1:{port}/stats.json")  # wait until it serves
+    http_get(f"http://127.0.0.1:{port}/stats.json")  # wait until it serves
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
