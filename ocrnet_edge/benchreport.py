@@ -44,14 +44,32 @@ def references(directory: Path = REFERENCE_DIR) -> dict[str, dict]:
     return out
 
 
+def comparable(machine: dict, ref_machine: dict) -> str | None:
+    """None when a result may be compared with a reference (same CPU model and int8-relevant flags, and,
+    where both say, the same OS image and governor); otherwise why not, in words."""
+    if machine.get("cpu") != ref_machine.get("cpu"):
+        return f"reference from another CPU ({ref_machine.get('cpu')})"
+    if "cpu_flags" not in ref_machine:
+        return "reference does not record its CPU flags"
+    if sorted(machine.get("cpu_flags") or []) != sorted(ref_machine["cpu_flags"]):
+        return f"reference CPU has other flags ({', '.join(ref_machine['cpu_flags']) or 'none'})"
+    for key, what in (("os", "OS image"), ("governor", "governor")):
+        if machine.get(key) and ref_machine.get(key) and machine[key] != ref_machine[key]:
+            return f"reference on another {what} ({ref_machine[key]})"
+    return None
+
+
 def _key(r: dict) -> tuple:
     c = r["config"]
     return (Path(c["model"]).name, c["backend"], c["threads"])
 
 
-def _flag(r: dict, ref: dict | None) -> str:
+def _flag(r: dict, ref: dict | None, machine: dict | None = None) -> str:
     if not ref or not r.get("ok"):
         return ""
+    why = comparable(machine or {}, ref.get("machine", {}))
+    if why:
+        return why
     for rr in ref.get("results", []):
         if rr.get("ok") and _key(rr) == _key(r):
             base = rr["stages_ms"]["total"]["median"]
@@ -76,7 +94,8 @@ def markdown(docs: list[dict], refs: dict[str, dict]) -> str:
         for d in mine:
             m = d["machine"]
             emu = " — EMULATED, not the board's figures" if d.get("emulated") else ""
-            lines += [f"{d['date']}, {m['cpu']} x{m['cores']}, governor {m.get('governor')}, "
+            flags = ", ".join(m.get("cpu_flags") or []) or "flags not recorded"
+            lines += [f"{d['date']}, {m['cpu']} x{m['cores']} ({flags}), governor {m.get('governor') or 'unknown'}, "
                       f"detected board {m.get('board_detected')}{emu} (`{d['_path']}`)", ""]
             lines += ["| model | backend | threads | source | preprocess | invoke | decode | total (median/p90/p99) "
                       "| fps | peak RSS / budget MB | GMAC/s | vs reference |",
@@ -95,7 +114,7 @@ def markdown(docs: list[dict], refs: dict[str, dict]) -> str:
                     f"{s['preprocess']['median']:.2f} | {s['invoke']['median']:.2f} | {s['decode']['median']:.2f} | "
                     f"{tot['median']:.2f} / {tot['p90']:.2f} / {tot['p99']:.2f} | {r['fps']} | "
                     f"{r['memory_mb']['peak']} / {r['memory_mb']['budget']:.0f} | {r.get('achieved_gmacs_per_s')} | "
-                    f"{_flag(r, refs.get(board))} |")
+                    f"{_flag(r, refs.get(board), m)} |")
             lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -38,6 +38,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve")
+"""CPU features that change int8 (and float) kernel speed: x86 AVX2 / AVX-512 VNNI / AMX, Arm dot
+product (``asimddp``), int8 matrix multiply (``i8mm``), SVE."""
+
+
+def cpu_flags() -> list[str]:
+    """The features of :data:`INT8_FLAGS` this CPU has (from ``/proc/cpuinfo`` flags or Features)."""
+    info = _read("/proc/cpuinfo") or ""
+    have: set[str] = set()
+    for line in info.splitlines():
+        if line.startswith(("flags", "Features")) and ":" in line:
+            have |= set(line.split(":", 1)[1].split())
+    return [f for f in INT8_FLAGS if f in have]
+
+
+def os_image() -> str | None:
+    """The OS image (``PRETTY_NAME`` of ``/etc/os-release``), or None."""
+    for line in (_read("/etc/os-release") or "").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return None
+
+
 def emulated() -> bool:
     """True under user-mode emulation (``OCRNET_EMULATED`` set by the emulation check, or QEMU seen)."""
     if os.environ.get("OCRNET_EMULATED"):
@@ -75,7 +98,9 @@ def machine_info(declared_board: str | None = None) -> dict:
         "board_detected": detect_board(),
         "device_tree_model": detected_model_string() or None,
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
+        "os": os_image(),
         "arch": platform.machine(),
         "governor": _read(cpu0 + "scaling_governor"),
         "frequency_mhz": int(freq) / 1000 if freq and freq.isdigit() else None,

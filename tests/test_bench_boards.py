@@ -168,9 +168,10 @@ def test_bench_a_keras_model_sweeps_the_board_sizes(tiny_model, calib_dir, tmp_p
 def test_report_flags_results_far_from_the_reference():
     from ocrnet_edge.benchreport import markdown
 
-    def doc(total: float) -> dict:
+    def doc(total: float, **machine) -> dict:
+        m = {"cpu": "cpu", "cpu_flags": ["avx2"], "cores": 2, "governor": None, "board_detected": "host", **machine}
         return {"schema": "ocrnet-edge-bench/1", "date": "2026-11-26", "board": "host", "emulated": False,
-                "_path": "x.json", "machine": {"cpu": "cpu", "cores": 2, "governor": None, "board_detected": "host"},
+                "_path": "x.json", "machine": m,
                 "results": [{"ok": True, "config": {"model": "m_int8.tflite", "backend": "cpu", "threads": 2},
                              "stages_ms": {s: {"median": total / 5, "p90": total, "p99": total}
                                            for s in ("source", "preprocess", "invoke", "decode")}
@@ -182,3 +183,14 @@ def test_report_flags_results_far_from_the_reference():
     assert "+10% vs reference" in markdown([doc(11.0)], refs) and "FLAG" not in markdown([doc(11.0)], refs)
     assert "+50% vs reference **FLAG**" in markdown([doc(15.0)], refs)
     assert "-40% vs reference **FLAG**" in markdown([doc(6.0)], refs)
+    assert "governor unknown" in markdown([doc(6.0)], refs)
+    # Like with like only: another CPU, other int8 flags, another OS image or governor is said, not compared.
+    other = markdown([doc(30.0, cpu="other cpu")], refs)
+    assert "reference from another CPU (cpu)" in other and "FLAG" not in other
+    vnni = {"host": doc(10.0, cpu_flags=["avx2", "avx512_vnni"])}
+    assert "reference CPU has other flags (avx2, avx512_vnni)" in markdown([doc(30.0)], vnni)
+    old = {"host": doc(10.0)}
+    del old["host"]["machine"]["cpu_flags"]
+    assert "reference does not record its CPU flags" in markdown([doc(30.0)], old)
+    gov = {"host": doc(10.0, governor="performance")}
+    assert "reference on another governor (performance)" in markdown([doc(30.0, governor="ondemand")], gov)

@@ -34,6 +34,14 @@ def test_base_install_runs_a_converted_model(converted, tmp_path):
     w = subprocess.run([str(exe), "train", "--data", str(tmp_path), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120)
     assert w.returncode == 6 and "pip install 'ocrnet-edge[convert]'" in w.stderr and "Traceback" not in w.stderr
+    # The measured references are package data: an installed `report` finds them (and compares like with like).
+    bench = json.loads((REPO / "boards" / "reference" / "host.json").read_text())
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    r = subprocess.run([str(exe), "report", str(tmp_path / "bench.json"), "-o", str(tmp_path / "rep"), "--no-charts"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    md = next((tmp_path / "rep").glob("*.md")).read_text()
+    assert "vs reference" in md or "reference does not record its CPU flags" in md
     assert sys.prefix != str(env_dir)
 
 
