@@ -196,11 +196,76 @@ def run_bench(models: list[str], board, threads: list[int] | None = None, backen
     }
 
 
+def soak(model: str, frames: int, threads: int = 2) -> dict:
+    """RSS, threads and open files at frame 1,000, half-way and the end of a long run on pre-drawn synthetic
+    frames (run it in a fresh process: :func:`in_subprocess`)."""
+    import threading
+
+    from .engine import Engine, EngineOptions
+    from .memory import rss_mb
+    from .scenes import draw_scene
+
+    pool = [draw_scene((9, i)).image for i in range(8)]
+    marks = {}
+    with Engine.open(model, options=EngineOptions(threads=threads)) as e:
+        for i in range(frames):
+            r = e.process(pool[i % 8])
+            r.semantic_frame()
+            for d in r.detections[:3]:
+                d.mask()
+            if i + 1 in (1000, frames // 2, frames):
+                marks[i + 1] = [rss_mb(), threading.active_count(), len(os.listdir("/proc/self/fd"))]
+    return marks
+
+
+def group_peak(models: list[str], clip: str, frames: int = 100, threads: int = 2) -> dict:
+    """Peak RSS and median per-frame time of one process that runs every model on each frame (fresh process)."""
+    import time
+
+    import numpy as np
+
+    from .engine import Engine, EngineOptions
+    from .memory import peak_rss_mb
+    from .sources import open_source
+
+    src = open_source(clip)
+    pool = [f.image for _, f in zip(range(4), src)]
+    src.close()
+    base = peak_rss_mb()
+    engines = [Engine.open(p, options=EngineOptions(threads=threads)) for p in models]
+    times = []
+    for i in range(frames + 10):
+        t = time.perf_counter()
+        for e in engines:
+            e.process(pool[i % 4])
+        if i >= 10:
+            times.append((time.perf_counter() - t) * 1e3)
+    return {"peak_rss_mb": peak_rss_mb(), "before_models_mb": base, "ms": float(np.median(times))}
+
+
+WORKERS = {"bench": lambda kw: bench_one(BenchConfig(**kw)), "soak": lambda kw: soak(**kw),
+           "group_peak": lambda kw: group_peak(**kw)}
+"""Measurements that must run in a fresh process (their memory is the figure): name -> function of a dict."""
+
+
+def in_subprocess(worker: str, timeout_s: float = 3600, **kwargs) -> dict:
+    """Run one of :data:`WORKERS` in a fresh interpreter; its JSON result, or :class:`RuntimeError` naming
+    the worker's last error line."""
+    cmd = [sys.executable, "-m", "ocrnet_edge.runtime.bench", worker, json.dumps(kwargs)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode or not lines:
+        err = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+        raise RuntimeError(f"{worker} worker failed: {err[-1] if err else p.returncode}")
+    return json.loads(lines[-1])
+
+
 def _worker() -> None:
-    cfg = BenchConfig(**json.loads(sys.argv[1]))
+    name, kwargs = (sys.argv[1], sys.argv[2]) if len(sys.argv) > 2 else ("bench", sys.argv[1])
     try:
-        out = bench_one(cfg)
-    except Exception as e:  # reported by the parent as a failed configuration
+        out = WORKERS[name](json.loads(kwargs))
+    except Exception as e:  # reported by the parent (a failed configuration, or a failed figure)
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(3)
     print(json.dumps(out))

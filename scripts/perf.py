@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ocrnet_edge.runtime.bench import BenchConfig, bench_subprocess, percentiles
+from ocrnet_edge.runtime.bench import BenchConfig, bench_subprocess, in_subprocess, percentiles
 
 MARK_BEGIN = "<!-- perf:begin -->"
 MARK_END = "<!-- perf:end -->"
@@ -72,28 +72,10 @@ def run_figures(model: Path, clip: Path, threads: int = 2) -> dict:
     }
 
 
-def soak(model: Path, frames: int, threads: int = 2) -> dict:
-    """RSS, threads and open files over a long run on pre-drawn synthetic frames (in a subprocess)."""
-    code = f"""
-import json, os, threading, numpy as np
-from ocrnet_edge.runtime.engine import Engine, EngineOptions
-from ocrnet_edge.runtime.memory import rss_mb
-from ocrnet_edge.runtime.scenes import draw_scene
-pool = [draw_scene((9, i)).image for i in range(8)]
-e = Engine.open({str(model)!r}, options=EngineOptions(threads={threads}))
-marks = {{}}
-for i in range({frames}):
-    r = e.process(pool[i % 8])
-    r.semantic_frame()
-    for d in r.detections[:3]:
-        d.mask()
-    if i + 1 in (1000, {frames // 2}, {frames}):
-        marks[i + 1] = [rss_mb(), threading.active_count(), len(os.listdir('/proc/self/fd'))]
-print(json.dumps(marks))
-"""
+def soak_figures(model: Path, frames: int, threads: int = 2) -> dict:
+    """RSS, threads and open files over a long run (in a fresh process)."""
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=3600)
-    marks = {int(k): v for k, v in json.loads(p.stdout.strip().splitlines()[-1]).items()}
+    marks = {int(k): v for k, v in in_subprocess("soak", model=str(model), frames=frames, threads=threads).items()}
     first, last = marks[1000], marks[frames]
     return {"frames": frames, "rss_mb_at": {k: round(v[0], 1) for k, v in marks.items()},
             "rss_growth_mb": round(last[0] - first[0], 2), "threads_growth": last[1] - first[1],
@@ -102,27 +84,8 @@ print(json.dumps(marks))
 
 def group_peak(models: list[Path], clip: Path, frames: int = 100, threads: int = 2) -> dict:
     """Peak RSS and per-frame time of one process that runs every model in ``models`` on each frame."""
-    code = f"""
-import json, time, numpy as np
-from ocrnet_edge.runtime.engine import Engine, EngineOptions
-from ocrnet_edge.runtime.memory import peak_rss_mb
-from ocrnet_edge.runtime.sources import open_source
-src = open_source({str(clip)!r})
-pool = [f.image for _, f in zip(range(4), src)]
-src.close()
-base = peak_rss_mb()
-engines = [Engine.open(p, options=EngineOptions(threads={threads})) for p in {[str(m) for m in models]!r}]
-times = []
-for i in range({frames} + 10):
-    t = time.perf_counter()
-    for e in engines:
-        e.process(pool[i % 4])
-    if i >= 10:
-        times.append((time.perf_counter() - t) * 1e3)
-print(json.dumps({{"peak_rss_mb": peak_rss_mb(), "before_models_mb": base, "ms": float(np.median(times))}}))
-"""
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=1800)
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return in_subprocess("group_peak", timeout_s=1800, models=[str(m) for m in models], clip=str(clip),
+                         frames=frames, threads=threads)
 
 
 def peak_rate(path: Path, macs: int, threads: int = 2, repeats: int = 30) -> dict:
@@ -203,7 +166,7 @@ def markdown(doc: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     from ocrnet_edge.runtime.machine import machine_info
 
-    ap = argparse.ArgumentParser(prog="python -m ocrnet_edge.perf", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python scripts/perf.py", description=__doc__.splitlines()[0])
     ap.add_argument("--int8", type=Path, required=True)
     ap.add_argument("--float32", type=Path, required=True)
     ap.add_argument("--card", type=Path, help="card for the float32 file")
@@ -233,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         if i8 and f32 else None,
         "decode": decode_share(a.int8, threads=a.threads),
         "run": run_figures(a.int8, a.clip, a.threads),
-        "soak": soak(a.int8, a.soak, a.threads) if a.soak else None,
+        "soak": soak_figures(a.int8, a.soak, a.threads) if a.soak else None,
     }
     if a.separate:
         fused = group_peak([a.int8], a.clip, threads=a.threads)

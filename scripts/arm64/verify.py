@@ -1,4 +1,4 @@
-"""The arm64 check behind ``boards/arm64/verify`` (run on an x86-64 Debian host with qemu-user-static).
+"""The arm64 check behind ``scripts/arm64/verify`` (run on an x86-64 Debian host with qemu-user-static).
 
 1. Builds a Raspberry Pi OS-like userland: Debian 12's ``python3.11:arm64`` and the libraries it needs,
    fetched with ``apt-get download`` and unpacked with ``dpkg -x``; nothing is compiled.
