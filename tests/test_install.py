@@ -23,6 +23,10 @@ def test_base_install_runs_a_converted_model(converted, tmp_path):
     names = {p["name"].lower() for p in json.loads(listed)}
     assert "ai-edge-litert" in names and "opencv-python-headless" in names
     assert not names & {"tensorflow", "tensorflow-cpu", "keras", "tf-keras", "pycocotools"}, names
+    # The checkout does not shadow what is installed: importing from the repository root finds the install.
+    here = subprocess.run([str(py), "-c", "import ocrnet_edge.runtime.engine, ocrnet_edge; print(ocrnet_edge.__file__)"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert here.returncode == 0 and str(env_dir) in here.stdout, here.stderr
     exe = env_dir / "bin" / "ocrnet-edge"
     image = REPO / "calibration_data" / "photo_bird.jpg"
     p = subprocess.run([str(exe), "run", str(converted.int8), "--source", str(image), "--board", "host",
