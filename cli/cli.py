@@ -250,6 +250,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     else:
         drops = "NOT GATED (--no-gate)"
     print(f"calibration: {res.report['calibration']['source']}; gate: {fid['heldout'] if fid else 'none'}")
+    refusals = res.report["graph"].get("xnnpack_refusals")
+    if refusals:
+        print(f"warning: {len(refusals)} convolution(s) with requantization scales XNNPACK refuses (first: "
+              f"{refusals[0]}); the CPU runtime will use its slower reference kernels; see {res.report_md.name}",
+              file=sys.stderr)
     print(f"wrote {res.int8} ({res.report['files']['int8_bytes'] / 1024:.0f} KiB), {res.card.name}, "
           f"{res.report_md.name}; {drops}; "
           f"Edge TPU: {res.report['edgetpu_check']['mapped_share'] * 100:.0f}% of ops map")

@@ -25,7 +25,7 @@ from ocrnet_edge.model.io import load_data_record, load_model, load_model_config
 from ocrnet_edge.model.network import output_spec
 from ocrnet_edge.runtime.engine import Engine, EngineOptions
 from ocrnet_edge.runtime.errors import EnvironmentMissing, GateError, InputError, ModelError, OutputError
-from ocrnet_edge.runtime.modelfile import inspect_model
+from ocrnet_edge.runtime.modelfile import inspect_model, xnnpack_refusals
 
 from . import calibration, checks, edgetpu, fidelity
 from .card import build_card, embed_card
@@ -179,6 +179,7 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
             raise ModelError(f"{model_path}: the converted graph is not full int8 with fused heads: {audit.problems[0]}")
         tpu = checks.check_edgetpu(info)
         report["edgetpu_check"] = tpu.as_dict()
+        report["graph"]["xnnpack_refusals"] = xnnpack_refusals(info)
 
         card = build_card(info, cfg, name, model_path, pretrained=(data_record or {}).get("pretrained"),
                           calibration={"source": cal_source, "images": len(cal.files)},

@@ -33,6 +33,11 @@ def render_markdown(r: dict) -> str:
         lines += ["", "## Graph", "", f"{g['ops']} ops, {g['convolutions']} convolutions (matches the Keras model: "
                   "one fused graph over one backbone).", "",
                   "| op | count |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in sorted(g["op_counts"].items())]
+        if g.get("xnnpack_refusals"):
+            lines += ["", f"**{len(g['xnnpack_refusals'])} convolution(s) have requantization scales XNNPACK refuses** "
+                      "(degenerate activations on the calibration images: an untrained or barely trained model, or "
+                      "calibration images unlike its data); the CPU runtime runs this file on LiteRT's slower "
+                      "reference kernels:", ""] + [f"- {x}" for x in g["xnnpack_refusals"][:10]]
     fid = r.get("fidelity")
     if fid:
         lines += ["", "## Fidelity", "", f"Held-out: {fid['heldout']}.", "",

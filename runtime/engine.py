@@ -8,6 +8,7 @@ build that cannot run here with a line naming the CPU build to use instead.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from .card import ModelCard, parse_card, read_card_file
 from .decode import DecodeOptions
 from .decode.frame import decode_outputs
 from .errors import InputError, ModelError
-from .modelfile import ModelFileInfo, inspect_model
+from .modelfile import ModelFileInfo, inspect_model, xnnpack_refusals
 from .preprocess import preprocess_into
 from .results import FrameResult
 
@@ -140,7 +141,12 @@ class Engine:
                 raise EnvironmentMissing(f"Edge TPU backend unavailable: {reason}")
             backend = BACKENDS["edgetpu"](path, options.threads, options.device)
         else:
-            backend = BACKENDS[backend_name](path, options.threads)
+            refusals = xnnpack_refusals(info)
+            if refusals:
+                print(f"note: {path}: {len(refusals)} convolution(s) with requantization scales XNNPACK refuses "
+                      f"(first: {refusals[0]}; degenerate activations: an untrained or barely trained model?); "
+                      "running on LiteRT's reference kernels, which are slower", file=sys.stderr)
+            backend = BACKENDS[backend_name](path, options.threads, reference_kernels=bool(refusals))
         return cls(path, info, model_card, backend, options)
 
     @staticmethod

@@ -59,6 +59,7 @@ class TensorInfo:
         zero_point: Quantization zero point (0 when unquantized).
         is_variable: Whether the tensor is a variable.
         buffer_bytes: Size of the constant data it holds (0 for activations).
+        scale_max: Largest of its (per-channel) scales, or None when unquantized.
     """
 
     index: int
@@ -69,6 +70,7 @@ class TensorInfo:
     zero_point: int
     is_variable: bool
     buffer_bytes: int
+    scale_max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -244,9 +246,11 @@ def _walk(path: Path, buf, size: int) -> ModelFileInfo:
         scale, zp = None, 0
         shape = tuple(int(d) for d in (t.ShapeAsNumpy() if t.ShapeLength() else ()))
         dtype = TYPE_NAMES.get(t.Type(), f"type{t.Type()}")
+        scale_max = None
         if q is not None and q.ScaleLength() > 0:
             _check_quantization(i, q, shape, dtype)
             scale = float(q.Scale(0))
+            scale_max = float(q.ScaleAsNumpy().max())
             zp = int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0
         bi = t.Buffer()
         if not 0 <= bi < max(n_buffers, 1):
@@ -255,6 +259,7 @@ def _walk(path: Path, buf, size: int) -> ModelFileInfo:
             index=i, name=(t.Name() or b"").decode("utf-8", "replace"), shape=shape, dtype=dtype, scale=scale,
             zero_point=zp,
             is_variable=bool(t.IsVariable()), buffer_bytes=buffer_sizes[bi] if bi < len(buffer_sizes) else 0,
+            scale_max=scale_max,
         ))
     n_t = len(tensors)
 
@@ -300,6 +305,33 @@ def _walk(path: Path, buf, size: int) -> ModelFileInfo:
         outputs=idx(g.OutputsAsNumpy() if g.OutputsLength() else ()),
         signatures=signatures, metadata=metadata, subgraphs=model.SubgraphsLength(),
     )
+
+
+XNNPACK_CONV_LIMIT = 256.0
+"""XNNPACK's int8 convolutions need input scale x weight scale / output scale below 256."""
+
+
+def xnnpack_refusals(info: ModelFileInfo) -> list[str]:
+    """The int8 convolutions whose requantization scale XNNPACK refuses (:data:`XNNPACK_CONV_LIMIT`).
+
+    Such scales come from degenerate activations (a layer whose output is nearly zero on every calibration
+    image: an untrained or barely trained model, or calibration images that never exercise it). LiteRT 2.3
+    was seen aborting the process ("double free or corruption") on such files while XNNPACK refused the
+    op; the runtime runs them on the reference kernels instead, and the converter reports them.
+    """
+    t = info.tensors
+    out = []
+    for op in info.ops:
+        if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op.inputs) < 2 or not op.outputs:
+            continue
+        a, w, o = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
+        if a.dtype not in ("int8", "uint8") or None in (a.scale, w.scale_max, o.scale):
+            continue
+        r = a.scale * w.scale_max / o.scale
+        if r >= XNNPACK_CONV_LIMIT:
+            out.append(f"op {op.index} {op.name} ({o.name[:60]}): requantization scale {r:.3g}, XNNPACK needs "
+                       f"under {XNNPACK_CONV_LIMIT:g}")
+    return out
 
 
 def count_macs(info: ModelFileInfo) -> int:

@@ -5,7 +5,10 @@ with ratios to ``compact``.
 
 Usage: ``.venv/bin/python scripts/backbone_figures.py WORK [--size 320] [--rounds 5] [--frames 50]``;
 prints a Markdown table and writes ``WORK/backbones.json``. Models are untrained (timing and size do not
-depend on the weights); calibration uses 40 images of ``calibration_data/``.
+depend on the weights, but an untrained network's activations shrink layer by layer until their int8
+scales are degenerate, so each model's BatchNorm statistics are first estimated on the calibration
+images: a forward pass in training mode, no weight changes); calibration uses 40 images of
+``calibration_data/``. A file XNNPACK would refuse is reported, not timed on XNNPACK.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def main() -> None:
     from ocrnet_edge.model.config import ModelConfig
     from ocrnet_edge.model.network import build_ocrnet
     from ocrnet_edge.runtime.engine import Engine, EngineOptions
-    from ocrnet_edge.runtime.modelfile import count_macs, inspect_model
+    from ocrnet_edge.runtime.modelfile import count_macs, inspect_model, xnnpack_refusals
 
     args.work.mkdir(parents=True, exist_ok=True)
     files = calibration.scan(REPO / "calibration_data", 1).files[::5][:40]
@@ -66,11 +69,16 @@ def main() -> None:
         cfg = ModelConfig(input_size=args.size, backbone=backbone, width=width)
         keras.utils.set_random_seed(0)
         net = build_ocrnet(cfg)
+        batch = np.concatenate(list(calibration.iter_preprocessed(files[:16], args.size)))
+        for _ in range(30):  # BatchNorm statistics of real images (momentum 0.9): healthy activation ranges
+            net(batch, training=True)
         if not path.exists():
             data = keras_to_tflite(net, cfg, lambda: ([x] for x in calibration.iter_preprocessed(files, args.size)))
             write_with_card(data, cfg, name, None, path)
         info = inspect_model(path)
         tpu = check_edgetpu(info)
+        if xnnpack_refusals(info):
+            sys.exit(f"{path}: XNNPACK would refuse it: {xnnpack_refusals(info)[0]}")
         rows.append({"backbone": backbone, "width": width, "file": str(path), "params": int(net.count_params()),
                      "macs": int(count_macs(info)), "int8_bytes": path.stat().st_size,
                      "edgetpu_mapped": f"{tpu.mapped_ops}/{tpu.total_ops}", "edgetpu_ok": tpu.ok})

@@ -431,3 +431,44 @@ def test_native_log_lines_are_routed_away_unless_debug(converted, tmp_path):
     loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OCRNET_DEBUG": "1"})
     assert "Created TensorFlow Lite XNNPACK delegate" in loud.stderr
+
+
+def _shrink_output_scale(src, dst, factor: float) -> int:
+    """Copy a .tflite with one convolution's output scale divided by ``factor`` (its requantization scale grows
+    by that much); returns the op index."""
+    import flatbuffers
+
+    from ocrnet_edge.runtime.modelfile import inspect_model, schema
+
+    info = inspect_model(src)
+    conv = next(o for o in info.ops if o.name == "CONV_2D" and info.tensors[o.inputs[0]].dtype == "int8")
+    s = schema()
+    model = s.ModelT.InitFromObj(s.Model.GetRootAs(Path(src).read_bytes(), 0))
+    q = model.subgraphs[0].tensors[conv.outputs[0]].quantization
+    a, w, o = (info.tensors[i] for i in (conv.inputs[0], conv.inputs[1], conv.outputs[0]))
+    q.scale = [a.scale * w.scale_max / 300.0]  # requantization scale 300: beyond XNNPACK's 256
+    b = flatbuffers.Builder(1 << 20)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    Path(dst).write_bytes(bytes(b.Output()))
+    return conv.index
+
+
+def test_a_file_xnnpack_would_refuse_runs_on_the_reference_kernels(converted, tmp_path):
+    """LiteRT 2.3 aborted the process on such files; the engine sees them first and avoids XNNPACK."""
+    from ocrnet_edge.runtime.engine import Engine
+    from ocrnet_edge.runtime.modelfile import inspect_model, xnnpack_refusals
+
+    assert xnnpack_refusals(inspect_model(converted.int8)) == []
+    bad = tmp_path / "tiny_int8.tflite"
+    shutil.copy(converted.card, tmp_path / converted.card.name)
+    op = _shrink_output_scale(converted.int8, bad, 300.0)
+    refusals = xnnpack_refusals(inspect_model(bad))
+    assert len(refusals) == 1 and refusals[0].startswith(f"op {op} CONV_2D") and "requantization scale 300" in refusals[0]
+    code = (f"import numpy as np\nfrom ocrnet_edge.runtime.engine import Engine\n"
+            f"e = Engine.open({str(bad)!r})\nprint(e.backend.reference_kernels)\n"
+            "e.process(np.zeros((48, 64, 3), np.uint8))\nprint('ran')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.split() == ["True", "ran"], (p.returncode, p.stderr[-500:])
+    assert "running on LiteRT's reference kernels" in p.stderr
+    with Engine.open(converted.int8) as e:
+        assert not e.backend.reference_kernels

@@ -37,6 +37,7 @@ class CpuBackend:
         path: The model file (opened by path, so the runtime memory-maps it).
         threads: Interpreter threads.
         delegates: Extra delegates (the Edge TPU backend passes its own).
+        reference_kernels: Run on LiteRT's reference kernels, without XNNPACK.
     """
 
     name = "cpu"
@@ -50,13 +51,19 @@ class CpuBackend:
             return str(e)
         return None
 
-    def __init__(self, path: Path | str, threads: int = 1, delegates: list | None = None):
+    def __init__(self, path: Path | str, threads: int = 1, delegates: list | None = None,
+                 reference_kernels: bool = False):
         interp_cls, _, self.runtime_version = interpreter_class()
         self.path = Path(path)
+        self.reference_kernels = reference_kernels
+        extra = {}
+        if reference_kernels:  # without XNNPACK (see modelfile.xnnpack_refusals)
+            module = __import__(interp_cls.__module__, fromlist=["OpResolverType"])
+            extra["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             with native_stderr_quiet():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
                 self.interpreter = interp_cls(model_path=str(self.path), num_threads=int(threads),
-                                              experimental_delegates=delegates or None)
+                                              experimental_delegates=delegates or None, **extra)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.path}: the interpreter refused the model ({str(e).strip().splitlines()[0]})") from None
