@@ -425,11 +425,12 @@ def test_native_log_lines_are_routed_away_unless_debug(converted, tmp_path):
         "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\nreal problem\\n')\n"
         "    os.write(2, b'\\rprogress 50%')\n"
     )
-    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "OCRNET_DEBUG"}  # an earlier --debug run may have set it
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert quiet.returncode == 0, quiet.stderr
     assert "XNNPACK" not in quiet.stderr and "real problem" in quiet.stderr and "progress 50%" in quiet.stderr
     loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OCRNET_DEBUG": "1"})
+                          env={**env, "OCRNET_DEBUG": "1"})
     assert "Created TensorFlow Lite XNNPACK delegate" in loud.stderr
 
 
