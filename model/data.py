@@ -130,13 +130,7 @@ class Record:
 
 def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
     """(H, W) bool mask of a COCO segmentation: polygons, uncompressed or compressed RLE."""
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    elif isinstance(seg.get("counts"), list):
-        rle = mask_utils.frPyObjects(seg, height, width)
-    else:
-        rle = seg
-    return mask_utils.decode(rle).astype(bool)
+    return mask_utils.decode(to_rle(seg, height, width)).astype(bool)
 
 
 def read_rgb(path: Path, reduce: int = 1) -> np.ndarray:
@@ -405,11 +399,12 @@ def _coco_ann(ann_id: int, r: Record, cat: int, box, seg, crowd: bool) -> dict:
         seg = encode_rle(decode_segmentation(seg, r.height, r.width))  # COCO wants crowd regions as RLE
     a["segmentation"] = seg
     if not crowd and seg is not None:
-        a["area"] = float(mask_utils.area(_as_rle(seg, r.height, r.width)))
+        a["area"] = float(mask_utils.area(to_rle(seg, r.height, r.width)))
     return a
 
 
-def _as_rle(seg, h: int, w: int):
+def to_rle(seg, h: int, w: int):
+    """A COCO segmentation (polygons, uncompressed or compressed RLE) as pycocotools' RLE object."""
     if isinstance(seg, list):
         return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
     if isinstance(seg.get("counts"), list):

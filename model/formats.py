@@ -30,7 +30,7 @@ import numpy as np
 
 from ocrnet_edge.runtime.errors import InputError
 
-from .data import IGNORE, Dataset, Record, Supervision, norm_name
+from .data import IGNORE, Dataset, Record, Supervision, norm_name, to_rle
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EDGE_TOLERANCE = 0.01
@@ -300,7 +300,7 @@ def _coco_record(iid, path: Path, w: int, h: int, anns: list, thing_ids: dict, s
             if seg is None:
                 problems.append(Problem(path, f"{ann_path}: annotation {aid} has neither a bbox nor a segmentation"))
                 continue
-            rle = _to_rle(seg, h, w)
+            rle = to_rle(seg, h, w)
             bbox = [float(v) for v in mask_utils.toBbox(rle)]
         x, y, bw, bh = (float(v) for v in bbox)
         if bw <= 0 or bh <= 0:
@@ -335,16 +335,6 @@ def _coco_record(iid, path: Path, w: int, h: int, anns: list, thing_ids: dict, s
     return rec, problems
 
 
-def _to_rle(seg, h: int, w: int):
-    from pycocotools import mask as mask_utils
-
-    if isinstance(seg, list):
-        return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-    if isinstance(seg.get("counts"), list):
-        return mask_utils.frPyObjects(seg, h, w)
-    return {"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"]}
-
-
 def _clean_segmentation(seg, w: int, h: int, path: Path, ann_path: Path, aid, problems: list):
     """The segmentation to keep, None for a box-only annotation, False when it is a problem."""
     from pycocotools import mask as mask_utils
@@ -377,7 +367,7 @@ def _clean_segmentation(seg, w: int, h: int, path: Path, ann_path: Path, aid, pr
         problems.append(Problem(path, f"{ann_path}: annotation {aid}: segmentation must be polygons or RLE"))
         return False
     try:
-        area = float(mask_utils.area(_to_rle(seg, h, w)))
+        area = float(mask_utils.area(to_rle(seg, h, w)))
     except Exception as e:  # pycocotools raises TypeError/ValueError on malformed counts
         problems.append(Problem(path, f"{ann_path}: annotation {aid}: unreadable segmentation ({e})"))
         return False
