@@ -129,7 +129,6 @@ def write_preview(path: Path | str, out: Path | str, count: int = 16, input_size
     Returns:
         The written PNG files.
     """
-    from .formats import available_splits
 
     path, out = Path(path), Path(out)
     split = available_splits(path)[0]

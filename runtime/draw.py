@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import unicodedata
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
@@ -15,12 +18,11 @@ PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0,
 _LUT = np.ascontiguousarray(PALETTE[np.arange(256) % len(PALETTE)].reshape(256, 1, 3))
 
 
+@lru_cache(maxsize=1024)
 def drawable(text: str) -> str:
     """``text`` in the characters OpenCV's built-in (Hershey) fonts can draw: accents are dropped
     ("Gabelstapler Größe" becomes "Gabelstapler Grosse"), other letters become "?"; empty when
     nothing readable is left. JSON lines and reports keep the names as written."""
-    import unicodedata
-
     t = unicodedata.normalize("NFKD", text.replace("ß", "ss"))
     t = "".join(c for c in t if not unicodedata.combining(c))
     out = "".join(c if 32 <= ord(c) < 127 else "?" for c in t)

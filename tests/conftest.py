@@ -243,3 +243,15 @@ def http_get(url: str) -> bytes:
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(url)
+
+
+@pytest.fixture(scope="session")
+def yolo_seg_dir(tmp_path_factory):
+    """A small YOLO-segmentation export (8 train, 3 val images): user classes and a floor region."""
+    return write_yolo_seg(tmp_path_factory.mktemp("yolo") / "ds", train=8, val=3)
+
+
+@pytest.fixture(scope="session")
+def coco_export_dir(tmp_path_factory):
+    """A small CVAT-style COCO export of 8 images, boxes only on every second one."""
+    return write_coco_export(tmp_path_factory.mktemp("coco") / "export", 8)

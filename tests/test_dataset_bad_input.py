@@ -14,17 +14,15 @@ from ocrnet_edge.cli import main
 from ocrnet_edge.model.data import load_dataset
 from ocrnet_edge.runtime.errors import EXIT_INPUT, InputError
 
-from .conftest import write_coco_export, write_yolo_seg
+
+@pytest.fixture
+def yolo_src(yolo_seg_dir):
+    return yolo_seg_dir
 
 
-@pytest.fixture(scope="module")
-def yolo_src(tmp_path_factory):
-    return write_yolo_seg(tmp_path_factory.mktemp("yolo") / "ds", train=6, val=2)
-
-
-@pytest.fixture(scope="module")
-def coco_src(tmp_path_factory):
-    return write_coco_export(tmp_path_factory.mktemp("coco") / "ds", 6)
+@pytest.fixture
+def coco_src(coco_export_dir):
+    return coco_export_dir
 
 
 def _copy(src, tmp_path):
@@ -73,7 +71,7 @@ YOLO_CASES = [
      r"train_0000\.txt:\d+: class id 7 beyond 'names' \(0\.\.3\)", 1),
     ("outside the image", _append_line("0 1.5 0.5 0.1 0.1"), r"train_0000\.txt:\d+: coordinates outside the image", 1),
     ("unreadable image", _corrupt_image, r"train_0000\.jpg: cannot read this image", 1),
-    ("no labels at all", _no_labels, r"no labels at all in 6 images", None),
+    ("no labels at all", _no_labels, r"no labels at all in 8 images", None),
 ]
 
 
@@ -90,7 +88,7 @@ def test_yolo_bad_input(yolo_src, tmp_path, capsys, edit, message, skippable):
     assert not out.exists(), "nothing is written for a refused dataset"
     if skippable:
         ds = load_dataset(root, skip_bad=True)
-        assert len(ds) == 6 - skippable and any("skipped 1 bad file" in n for n in ds.notes)
+        assert len(ds) == 8 - skippable and any("skipped 1 bad file" in n for n in ds.notes)
 
 
 def _coco_edit(fn):
@@ -153,7 +151,7 @@ def test_coco_bad_input(coco_src, tmp_path, capsys, edit, message):
     assert main(["dataset", str(root)]) == 0, "the summary lists problems, it does not stop at them"
     assert "problems: " in capsys.readouterr().out
     ds = load_dataset(root, skip_bad=True)
-    assert 0 < len(ds) < 6 and any("skipped" in n for n in ds.notes)
+    assert 0 < len(ds) < 8 and any("skipped" in n for n in ds.notes)
 
 
 def test_label_map_values_outside_the_class_list(tmp_path):

@@ -18,7 +18,7 @@ from ocrnet_edge.model.data import IGNORE, Placement, load_dataset, render
 from ocrnet_edge.model.formats import available_splits, label_path
 from ocrnet_edge.runtime.errors import InputError
 
-from .conftest import USER_CLASSES, USER_REGION, user_scene, write_coco_export, write_yolo_seg
+from .conftest import USER_CLASSES, USER_REGION, user_scene
 
 POLYGON_IOU = 0.75
 """A mask read back from its traced polygon (through boundary pixel centres) agrees with it at least this
@@ -26,14 +26,14 @@ well, for objects of :data:`POLYGON_MIN_PX` pixels or more (small objects lose m
 POLYGON_MIN_PX = 100
 
 
-@pytest.fixture(scope="module")
-def yolo_dir(tmp_path_factory):
-    return write_yolo_seg(tmp_path_factory.mktemp("yolo") / "ds", train=8, val=3)
+@pytest.fixture
+def yolo_dir(yolo_seg_dir):
+    return yolo_seg_dir
 
 
-@pytest.fixture(scope="module")
-def coco_dir(tmp_path_factory):
-    return write_coco_export(tmp_path_factory.mktemp("coco") / "export", 8)
+@pytest.fixture
+def coco_dir(coco_export_dir):
+    return coco_export_dir
 
 
 def _iou(a, b):
