@@ -41,6 +41,8 @@ class MemoryFigures:
         after_allocate: RSS once tensors are allocated and a first frame ran.
         peak: Peak RSS so far.
         budget: The board's budget for this process.
+        emulated: Measured under user-mode emulation, where the RSS is the emulator's (its translation
+            cache included), not what the board would show.
     """
 
     after_import: float
@@ -48,7 +50,8 @@ class MemoryFigures:
     after_allocate: float
     peak: float
     budget: float
+    emulated: bool = False
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | bool]:
         """JSON-ready, rounded to 0.1 MB."""
-        return {k: round(v, 1) for k, v in self.__dict__.items()}
+        return {k: v if isinstance(v, bool) else round(v, 1) for k, v in self.__dict__.items()}

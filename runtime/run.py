@@ -6,6 +6,7 @@ finalized, the JSON flushed) and the run reports :data:`~runtime.errors.EXIT_INT
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from .card import ModelCard
 from .draw import annotate
 from .engine import Engine, EngineOptions
 from .errors import OcrnetError
+from .machine import emulated
 from .memory import MemoryFigures, peak_rss_mb, rss_mb
 from .sinks import BackgroundSink, JsonLinesSink, SemanticSink, VideoSink, WindowSink, frame_record
 from .sources import open_source
@@ -94,7 +96,10 @@ class RunSummary:
     def line(self) -> str:
         med = self.medians()
         stages = " ".join(f"{k} {med[k]:.1f}" for k in ("preprocess", "invoke", "decode", "sinks") if k in med)
-        mem = f"; peak RSS {self.memory.peak:.0f}/{self.memory.budget:.0f} MB" if self.memory else ""
+        mem = ""
+        if self.memory:
+            mem = f"; peak RSS {self.memory.peak:.0f}/{self.memory.budget:.0f} MB"
+            mem += " (emulated: the emulator's, budget not enforced)" if self.memory.emulated else ""
         faults = "".join(f", {k} {v}" for k, v in self.faults.items() if v)
         return (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps); median ms: {stages}; "
                 f"dropped {self.dropped}{faults}{mem}" + ("; interrupted" if self.interrupted else ""))
@@ -127,14 +132,19 @@ class _Stop:
 def check_budget(engine: Engine, board: Board, after_import: float) -> MemoryFigures:
     """Run one frame and compare the process's memory with the board's budget.
 
+    Under user-mode emulation (QEMU) the process's RSS is the emulator's, 40-70 MB above the same run
+    on a board (measured: 166 MB against 117 MB on x86 for the reference model), so the figures are
+    recorded and marked, and the budget is not enforced.
+
     Raises:
         MemoryBudgetError: One line with the figures and the smaller input size to use.
     """
     after_load = rss_mb()
     size = engine.input_size
     engine.process(np.zeros((size, size, 3), np.uint8))  # XNNPACK packs weights on the first invoke
-    figures = MemoryFigures(after_import, after_load, rss_mb(), peak_rss_mb(), float(board.memory_budget_mb))
-    if figures.peak > board.memory_budget_mb:
+    figures = MemoryFigures(after_import, after_load, rss_mb(), peak_rss_mb(), float(board.memory_budget_mb),
+                            emulated())
+    if figures.peak > board.memory_budget_mb and not figures.emulated:
         smaller = [s for s in board.sizes if s < size]
         hint = f"convert at --size {max(smaller)}" if smaller else "use a smaller model (lower --width when training)"
         raise MemoryBudgetError(
@@ -224,8 +234,7 @@ def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, 
         summary.faults = {**source.faults, "invoke_errors": invoke_errors,
                           "sink_drops": video.dropped if video else 0}
         if summary.memory:
-            summary.memory = MemoryFigures(summary.memory.after_import, summary.memory.after_load,
-                                           summary.memory.after_allocate, peak_rss_mb(), summary.memory.budget)
+            summary.memory = dataclasses.replace(summary.memory, peak=peak_rss_mb())
         if tty:
             out.write("\n")
     finally:
