@@ -1,1 +1,1 @@
-"""Board profiles (``*.yaml``), installed as package data beside the runtime; see ``runtime/boards.py``."""
+"""Board profiles (``*.yaml``), installed as package data beside the runtime; see ``runtime/system/boards.py``."""

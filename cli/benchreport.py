@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ocrnet_edge.runtime.boards import BOARDS_DIR, board_names
 from ocrnet_edge.runtime.errors import EnvironmentMissing, InputError, OutputError
+from ocrnet_edge.runtime.system.boards import BOARDS_DIR, board_names
 
 FLAG_RATIO = 0.30
 REFERENCE_DIR = BOARDS_DIR / "reference"

@@ -235,7 +235,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     size = args.size
     edgetpu = args.edgetpu
     if args.board:
-        from ocrnet_edge.runtime.boards import load_board
+        from ocrnet_edge.runtime.system.boards import load_board
 
         board = load_board(args.board)
         size = size or board.input_size
@@ -291,11 +291,11 @@ def cmd_check_edgetpu(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
 
-    from ocrnet_edge.runtime.boards import load_board
     from ocrnet_edge.runtime.decode import DecodeOptions
     from ocrnet_edge.runtime.engine import EngineOptions
     from ocrnet_edge.runtime.errors import EXIT_INTERRUPTED
     from ocrnet_edge.runtime.run import RunOptions, run
+    from ocrnet_edge.runtime.system.boards import load_board
 
     board = load_board(args.board)
     overrides = tuple((k, v) for k, v in (("score_threshold", args.score), ("iou_threshold", args.iou),
@@ -318,7 +318,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from ocrnet_edge.runtime.doctor import report
+    from ocrnet_edge.runtime.system.doctor import report
 
     print(report(args.board))
     return 0
@@ -327,7 +327,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
 
     from ocrnet_edge.runtime.bench import run_bench
-    from ocrnet_edge.runtime.boards import load_board
+    from ocrnet_edge.runtime.system.boards import load_board
 
     board = load_board(args.board)
     _writable_file(args.json)

@@ -183,7 +183,7 @@ def write_calibration_folder(out: Path | str, scenes: int = 180, seed: int = 424
     import hashlib
     import shutil
 
-    from ocrnet_edge.runtime.scenes import BACKGROUNDS_DIR, SceneOptions, draw_scene
+    from ocrnet_edge.runtime.io.scenes import BACKGROUNDS_DIR, SceneOptions, draw_scene
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -36,9 +36,9 @@ from tqdm import tqdm
 
 from ocrnet_edge.runtime.contract import SEMANTIC_CLASSES, THING_CLASSES
 from ocrnet_edge.runtime.errors import InputError, OutputError
+from ocrnet_edge.runtime.io.rle import encode as encode_rle  # the one RLE encoder (equal to pycocotools')
+from ocrnet_edge.runtime.io.scenes import SceneOptions, draw_scene
 from ocrnet_edge.runtime.preprocess import PAD_VALUE
-from ocrnet_edge.runtime.rle import encode as encode_rle  # the one RLE encoder (equal to pycocotools')
-from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
 
 ANNOTATIONS = "annotations.json"
 IGNORE = 255

@@ -18,9 +18,10 @@ from tqdm import tqdm
 
 from ocrnet_edge.runtime import contract
 from ocrnet_edge.runtime.contract import SEG_STRIDE
-from ocrnet_edge.runtime.decode import DecodeOptions, Quant
+from ocrnet_edge.runtime.decode import DecodeOptions
 from ocrnet_edge.runtime.decode.frame import decode_outputs
 from ocrnet_edge.runtime.preprocess import preprocess_into
+from ocrnet_edge.runtime.quant import Quant
 from ocrnet_edge.runtime.results import FrameResult
 
 from .data import Dataset, Record, encode_rle

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ocrnet_edge.runtime.draw import colour, drawable
 from ocrnet_edge.runtime.errors import OutputError
+from ocrnet_edge.runtime.io.draw import colour, drawable
 
 from .data import IGNORE, Dataset, Placement, render
 from .formats import available_splits, read_any

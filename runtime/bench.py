@@ -63,7 +63,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def _frames(source: str, n: int):
-    from .sources import open_source
+    from .io.sources import open_source
 
     if source.startswith("synthetic://"):
         # A pool drawn before timing: the source stage then measures handing out a frame, as a camera
@@ -88,10 +88,10 @@ def _frames(source: str, n: int):
 
 def bench_one(cfg: BenchConfig) -> dict:
     """Time one configuration in this process."""
-    from .draw import annotate
     from .engine import Engine, EngineOptions
-    from .memory import peak_rss_mb, rss_mb
+    from .io.draw import annotate
     from .modelfile import count_macs
+    from .system.memory import peak_rss_mb, rss_mb
 
     after_import = rss_mb()
     engine = Engine.open(cfg.model, cfg.card, EngineOptions(backend=cfg.backend, threads=cfg.threads))
@@ -165,7 +165,7 @@ def run_bench(models: list[str], board, threads: list[int] | None = None, backen
         A JSON-ready document (schema ``ocrnet-edge-bench/1``) with the machine and one entry per configuration.
     """
     from .backends import BACKENDS
-    from .machine import machine_info
+    from .system.machine import machine_info
 
     threads = threads or list(range(1, (os.cpu_count() or 1) + 1))
     if backends is None:
@@ -202,8 +202,8 @@ def soak(model: str, frames: int, threads: int = 2) -> dict:
     import threading
 
     from .engine import Engine, EngineOptions
-    from .memory import rss_mb
-    from .scenes import draw_scene
+    from .io.scenes import draw_scene
+    from .system.memory import rss_mb
 
     pool = [draw_scene((9, i)).image for i in range(8)]
     marks = {}
@@ -225,8 +225,8 @@ def group_peak(models: list[str], clip: str, frames: int = 100, threads: int = 2
     import numpy as np
 
     from .engine import Engine, EngineOptions
-    from .memory import peak_rss_mb
-    from .sources import open_source
+    from .io.sources import open_source
+    from .system.memory import peak_rss_mb
 
     src = open_source(clip)
     pool = [f.image for _, f in zip(range(4), src)]

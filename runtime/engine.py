@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import contract
-from .backends import BACKENDS
-from .backends.cpu import CpuBackend
+from .backends import BACKENDS, Backend
 from .card import ModelCard, parse_card, read_card_file
 from .decode import DecodeOptions
 from .decode.frame import decode_outputs
@@ -102,7 +101,7 @@ class EngineOptions:
 class Engine:
     """One opened model on one backend. Use :meth:`open`."""
 
-    def __init__(self, path: Path, info: ModelFileInfo, card: ModelCard, backend: CpuBackend, options: EngineOptions):
+    def __init__(self, path: Path, info: ModelFileInfo, card: ModelCard, backend: Backend, options: EngineOptions):
         self.path, self.info, self.card, self.backend, self.options = path, info, card, backend, options
         self.decode_options = options.decode or DecodeOptions.merged(card.decode, **dict(options.decode_overrides))
         self._bind()

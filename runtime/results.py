@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
-from .decode.detect import FLOAT, Quant
 from .decode.instance import MaskCrop, mask_to_frame
 from .decode.semantic import labels_to_frame, semantic_to_frame
 from .preprocess import Transform
+from .quant import FLOAT, Quant
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,18 @@ class FrameResult:
         detections: Kept detections, best first.
         semantic: (h, w) uint8 class ids at the model's resolution, or None (no semantic head).
         transform: Input-to-frame transform.
-        times_ms: Milliseconds per stage (``preprocess``, ``invoke``, ``decode``...).
+        times_ms: Milliseconds per stage (``preprocess``, ``invoke``, ``decode``; :func:`~runtime.run.run` adds
+            ``capture``, ``total`` and ``latency``).
+        sequence: The frame's number within a run (set by :func:`~runtime.run.run`; 0 for one ``process`` call).
+        elapsed_s: Seconds from the run's start to this result.
     """
 
     detections: tuple[Detection, ...]
     semantic: np.ndarray | None
     transform: Transform
     times_ms: Mapping[str, float] = field(default_factory=dict)
+    sequence: int = 0
+    elapsed_s: float = 0.0
     _seg_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
     _seg_quant: Quant = field(default=FLOAT, repr=False, compare=False)
     _seg_stride: float = field(default=4, repr=False, compare=False)
@@ -69,10 +77,13 @@ class FrameResult:
         """(frame_h, frame_w) uint8 class ids, resampled from the logits now; None without a semantic head."""
         if self._seg_logits is None:
             return None
-        if "semantic" not in self._cache:  # computed once, however many sinks ask
-            if self._seg_is_labels:
-                self._cache["semantic"] = labels_to_frame(self._seg_logits, self.transform, self._seg_stride)
-            else:
-                self._cache["semantic"] = semantic_to_frame(self._seg_logits, self.transform, self._seg_stride,
-                                                            self._seg_quant)
-        return self._cache["semantic"]
+        if self._seg_is_labels:
+            return self.memo("semantic", lambda: labels_to_frame(self._seg_logits, self.transform, self._seg_stride))
+        return self.memo("semantic", lambda: semantic_to_frame(self._seg_logits, self.transform, self._seg_stride,
+                                                               self._seg_quant))
+
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()`` once per result and ``key``, however many sinks ask (an annotated image, a map)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]

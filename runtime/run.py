@@ -11,20 +11,20 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .boards import Board
 from .card import ModelCard
-from .draw import annotate
 from .engine import Engine, EngineOptions
 from .errors import OcrnetError
-from .machine import emulated
-from .memory import MemoryFigures, peak_rss_mb, rss_mb
-from .sinks import BackgroundSink, JsonLinesSink, SemanticSink, VideoSink, WindowSink, frame_record
-from .sources import open_source
+from .io.sinks import BackgroundSink, JsonLinesSink, SemanticSink, Sink, StopRun, VideoSink, WindowSink
+from .io.sources import Source, open_source
+from .system.boards import Board
+from .system.machine import emulated
+from .system.memory import MemoryFigures, peak_rss_mb, rss_mb
 
 MAX_CONSECUTIVE_ERRORS = 50
 """Invokes failing in a row before a run gives up."""
@@ -154,29 +154,61 @@ def check_budget(engine: Engine, board: Board, after_import: float) -> MemoryFig
     return figures
 
 
-def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, out=sys.stderr) -> RunSummary:
-    """Run a model on a source until it ends, ``max_frames`` is reached or a signal arrives."""
+def open_sinks(options: RunOptions, source: Source, semantic_classes: tuple[str, ...]
+               ) -> tuple[list[Sink], BackgroundSink | None]:
+    """The sinks ``options`` ask for, in writing order, and the video sink (whose drops the summary counts).
+
+    Each opened sink is closed again if a later one cannot be opened.
+    """
+    b = options.board
+    opened: list[Sink] = []
+    video = None
+    try:
+        if options.save:  # in its own thread: a slow disk never stalls a live run
+            video = BackgroundSink(VideoSink(options.save, getattr(source, "fps", b.camera_fps),
+                                             options.semantic_overlay), drop=source.live)
+            opened.append(video)
+        if options.save_semantic:
+            opened.append(SemanticSink(options.save_semantic))
+        if options.show:
+            opened.append(WindowSink(semantic_overlay=options.semantic_overlay))
+        if options.serve:
+            from .io.viewer import Viewer
+
+            opened.append(Viewer.start(options.serve, options.serve_token, budget_mb=b.memory_budget_mb,
+                                       semantic_overlay=options.semantic_overlay))
+        if options.json_out:
+            opened.append(JsonLinesSink(options.json_out, semantic_classes))
+    except BaseException:
+        for s in opened:
+            s.close()
+        raise
+    return opened, video
+
+
+def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, out=sys.stderr,
+        sinks: Sequence[Sink] = ()) -> RunSummary:
+    """Run a model on a source until it ends, ``max_frames`` is reached or a signal arrives.
+
+    Args:
+        model: The ``.tflite`` file.
+        options: What to run on and where results go.
+        card: The model card, when not beside the file.
+        out: Where the live status line goes (when it is a terminal).
+        sinks: More :class:`~runtime.io.sinks.Sink` objects, written after those ``options`` open, closed
+            by the run like them.
+    """
     after_import = rss_mb()
     engine = Engine.open(model, card, options.engine)
     summary = RunSummary(source=options.source, backend=engine.backend.name)
-    sinks: list = []
+    extra, sinks = list(sinks), []
     source = None
     try:
         summary.memory = check_budget(engine, options.board, after_import)
         b = options.board
         source = open_source(options.source, options.realtime, (b.camera_width, b.camera_height), b.camera_fps)
-        json_sink = JsonLinesSink(options.json_out) if options.json_out else None
-        video = BackgroundSink(VideoSink(options.save, getattr(source, "fps", b.camera_fps), options.semantic_overlay),
-                               drop=source.live) if options.save else None
-        sem_sink = SemanticSink(options.save_semantic) if options.save_semantic else None
-        window = WindowSink() if options.show else None
-        viewer = None
-        if options.serve:
-            from .viewer import Viewer
-
-            viewer = Viewer.start(options.serve, options.serve_token, budget_mb=b.memory_budget_mb)
-        sinks = [s for s in (json_sink, video, sem_sink, window, viewer) if s is not None]
-        classes = engine.card.semantic_classes
+        sinks, video = open_sinks(options, source, engine.card.semantic_classes)
+        sinks += extra
         tty = options.status and out.isatty()
         start = time.perf_counter()
         last_status = 0.0
@@ -200,26 +232,17 @@ def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, 
                     continue
                 consecutive = 0
                 t2 = time.perf_counter()
-                times = {"capture": (t1 - t0) * 1e3, **result.times_ms}
-                annotated = None
-                if video or window or viewer:
-                    annotated = annotate(frame.image, result, semantic=options.semantic_overlay)
-                if video:
-                    video.write(frame, result, annotated)
-                if sem_sink:
-                    sem_sink.write(i, frame, result)
-                if window and not window.write(annotated):
+                times = {"capture": (t1 - t0) * 1e3, **result.times_ms, "total": (t2 - t0) * 1e3,
+                         "latency": (time.monotonic() - frame.timestamp) * 1e3}  # capture to result
+                result = dataclasses.replace(result, times_ms=times, sequence=i, elapsed_s=t2 - start)
+                try:
+                    for sink in sinks:
+                        sink.write(frame, result)
+                except StopRun:
                     break
                 t3 = time.perf_counter()
-                times["sinks"] = (t3 - t2) * 1e3
-                times["total"] = (t3 - t0) * 1e3
-                times["latency"] = (time.monotonic() - frame.timestamp) * 1e3  # capture to result
                 summary.seconds = t3 - start
-                if json_sink:
-                    json_sink.write(frame_record(i, t3 - start, frame, result, times, classes))
-                if viewer:
-                    viewer.publish(annotated, times, summary, result)
-                for k, v in times.items():
+                for k, v in (*times.items(), ("sinks", (t3 - t2) * 1e3)):
                     summary.stage_ms[k].append(v)
                 summary.frames = i = i + 1
                 summary.dropped = source.dropped
@@ -238,7 +261,7 @@ def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, 
         if tty:
             out.write("\n")
     finally:
-        for s in sinks:
+        for s in sinks or extra:
             s.close()
         if source is not None:
             source.close()

@@ -26,7 +26,7 @@ def decode_share(model: Path, detections: int = 100, repeats: int = 50, threads:
     """Decoding + NMS + mask assembly with ``detections`` kept detections, against invoke time."""
     from ocrnet_edge.runtime.decode import DecodeOptions
     from ocrnet_edge.runtime.engine import Engine, EngineOptions
-    from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
+    from ocrnet_edge.runtime.io.scenes import SceneOptions, draw_scene
 
     # The worst case of the figure: every location a candidate, the best 300 through NMS with no
     # overlap limit, so that the cap of 100 detections (each with its mask) is always reached.
@@ -164,7 +164,7 @@ def markdown(doc: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ocrnet_edge.runtime.machine import machine_info
+    from ocrnet_edge.runtime.system.machine import machine_info
 
     ap = argparse.ArgumentParser(prog="python scripts/perf.py", description=__doc__.splitlines()[0])
     ap.add_argument("--int8", type=Path, required=True)

@@ -96,7 +96,7 @@ def user_scene(seed, i: int):
     """One image with user classes and a floor region: ``(rgb, [(class, mask)], floor polygon (K, 2))``."""
     import numpy as np
 
-    from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
+    from ocrnet_edge.runtime.io.scenes import SceneOptions, draw_scene
 
     w, h = USER_SIZES[i % len(USER_SIZES)]
     scene = draw_scene((seed, i), SceneOptions(width=w, height=h, min_objects=1, max_objects=4, max_size_frac=0.4))
@@ -169,7 +169,7 @@ def write_coco_export(root, count: int, seed: int = 12, boxes_only_every: int = 
     import numpy as np
     from pycocotools import mask as mask_utils
 
-    from ocrnet_edge.runtime.rle import rle_counts
+    from ocrnet_edge.runtime.io.rle import rle_counts
 
     root = Path(root)
     (root / "images" / "batch_1").mkdir(parents=True)

@@ -12,7 +12,7 @@ import pytest
 from ocrnet_edge.cli import main
 from ocrnet_edge.runtime import errors
 from ocrnet_edge.runtime.bench import BenchConfig, bench_subprocess, percentiles
-from ocrnet_edge.runtime.boards import board_names, detect_board, load_board
+from ocrnet_edge.runtime.system.boards import board_names, detect_board, load_board
 
 REQUIRED_BOARDS = {"rpi4", "rpi5", "rpi-zero-2w", "coral-usb", "coral-devboard", "coral-devboard-mini", "jetson-nano",
                    "jetson-orin-nano", "host"}
@@ -96,7 +96,7 @@ def test_doctor_reports_board_backends_and_cameras(tmp_path, capsys, monkeypatch
     assert "board: rpi5" in out and "Raspberry Pi 5 Model B Rev 1.0" in out
     # What the host has decides the lines: a host with libedgetpu, a GStreamer OpenCV or picamera2 passes too.
     from ocrnet_edge.runtime.backends.edgetpu import EdgeTpuBackend
-    from ocrnet_edge.runtime.sources import gstreamer_available, picamera2_available
+    from ocrnet_edge.runtime.io.sources import gstreamer_available, picamera2_available
 
     reason = EdgeTpuBackend.is_available()
     assert "cpu: available" in out

@@ -10,7 +10,7 @@ import pytest
 
 from ocrnet_edge.model.data import load_dataset, write_scenes
 from ocrnet_edge.runtime.errors import InputError, OutputError
-from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
+from ocrnet_edge.runtime.io.scenes import SceneOptions, draw_scene
 
 from .conftest import SMALL
 

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from ocrnet_edge.runtime.contract import num_locations
-from ocrnet_edge.runtime.decode import DecodeOptions, Quant
+from ocrnet_edge.runtime.decode import DecodeOptions
 from ocrnet_edge.runtime.decode.detect import anchor_points, decode_detections
 from ocrnet_edge.runtime.decode.frame import decode_outputs
 from ocrnet_edge.runtime.decode.instance import assemble_masks, mask_to_frame
 from ocrnet_edge.runtime.preprocess import plan
+from ocrnet_edge.runtime.quant import Quant
 
 SIZE = 128
 N = num_locations(SIZE)

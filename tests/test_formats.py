@@ -184,7 +184,7 @@ def test_the_one_rle_encoder_equals_pycocotools():
     from pycocotools import mask as mask_utils
 
     from ocrnet_edge.model.data import encode_rle
-    from ocrnet_edge.runtime import rle
+    from ocrnet_edge.runtime.io import rle
 
     assert encode_rle is rle.encode
     rng = np.random.default_rng(0)

@@ -32,7 +32,7 @@ def golden_outputs(work: Path) -> dict:
     """Convert the reference model (no gate; the gate is not what is pinned) and run it on a fixed frame."""
     from ocrnet_edge.convert.pipeline import ConvertOptions, convert_model
     from ocrnet_edge.runtime.engine import Engine
-    from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
+    from ocrnet_edge.runtime.io.scenes import SceneOptions, draw_scene
 
     res = convert_model(REPO / "models" / "reference" / "model.keras", work,
                         ConvertOptions(calib=REPO / "calibration_data", gate=False, write_float=False, progress=False,

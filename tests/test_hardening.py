@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ocrnet_edge.cli import main
 from ocrnet_edge.runtime import errors
-from ocrnet_edge.runtime.sources import LiveSource
+from ocrnet_edge.runtime.io.sources import LiveSource
 
 from .conftest import PEERS, REPO
 
@@ -178,9 +178,9 @@ def test_full_disk_keeps_what_was_written(converted, tmp_path):
 
 def test_live_faults_are_counted_and_the_run_goes_on(converted, roomy_board, monkeypatch):
     from ocrnet_edge.runtime import run as run_mod
-    from ocrnet_edge.runtime.boards import load_board
     from ocrnet_edge.runtime.engine import EngineOptions
     from ocrnet_edge.runtime.run import RunOptions, run
+    from ocrnet_edge.runtime.system.boards import load_board
 
     state = {"reads": 0, "opens": 0}
 
@@ -212,9 +212,9 @@ def test_live_faults_are_counted_and_the_run_goes_on(converted, roomy_board, mon
 
 
 def test_invoke_errors_are_counted(converted, roomy_board, monkeypatch):
-    from ocrnet_edge.runtime.boards import load_board
     from ocrnet_edge.runtime.engine import Engine, EngineOptions
     from ocrnet_edge.runtime.run import RunOptions, run
+    from ocrnet_edge.runtime.system.boards import load_board
 
     real = Engine.process
     calls = {"n": 0}
@@ -241,9 +241,10 @@ SIZE = 128
        frame_w=st.integers(16, 400), frame_h=st.integers(16, 400), threshold=st.floats(0, 1))
 def test_decoders_never_raise_and_keep_boxes_in_frame(seed, scale, zp, frame_w, frame_h, threshold):
     from ocrnet_edge.runtime.contract import num_locations
-    from ocrnet_edge.runtime.decode import DecodeOptions, Quant
+    from ocrnet_edge.runtime.decode import DecodeOptions
     from ocrnet_edge.runtime.decode.frame import decode_outputs
     from ocrnet_edge.runtime.preprocess import plan
+    from ocrnet_edge.runtime.quant import Quant
 
     rng = np.random.default_rng(seed)
     n, g = num_locations(SIZE), SIZE // 4
@@ -284,7 +285,7 @@ def test_card_parser_with_random_documents(doc):
 def test_board_loader_with_random_documents(doc, tmp_path_factory):
     import yaml
 
-    from ocrnet_edge.runtime.boards import parse_board
+    from ocrnet_edge.runtime.system.boards import parse_board
 
     try:
         parse_board(yaml.safe_dump(doc), Path("fuzz.yaml"))
@@ -326,7 +327,7 @@ def test_viewer_token_and_client_bound(converted):
     import urllib.error
     import urllib.request
 
-    from ocrnet_edge.runtime.viewer import MAX_CLIENTS, Viewer
+    from ocrnet_edge.runtime.io.viewer import MAX_CLIENTS, Viewer
 
     v = Viewer.start("127.0.0.1:0", token="s3cret", budget_mb=100)
     base = f"http://127.0.0.1:{v.address[1]}"
@@ -335,7 +336,7 @@ def test_viewer_token_and_client_bound(converted):
             urllib.request.urlopen(base + "/stats.json", timeout=5)
         with urllib.request.urlopen(base + "/stats.json?token=s3cret", timeout=5) as r:
             assert json.loads(r.read())["budget_mb"] == 100
-        for path in ("/etc/passwd", "/../runtime/viewer.py", "/%2e%2e/README.md"):
+        for path in ("/etc/passwd", "/../runtime/io/viewer.py", "/%2e%2e/README.md"):
             with pytest.raises(urllib.error.HTTPError, match="404"):
                 urllib.request.urlopen(base + path + "?token=s3cret", timeout=5)
         streams = [urllib.request.urlopen(base + "/stream.mjpg?token=s3cret", timeout=5) for _ in range(MAX_CLIENTS)]
@@ -362,10 +363,10 @@ def test_short_soak_memory_threads_files_flat(converted):
 
 
 def test_slow_disk_never_stalls_a_live_run(converted, roomy_board, tmp_path, monkeypatch):
-    from ocrnet_edge.runtime import sinks
-    from ocrnet_edge.runtime.boards import load_board
     from ocrnet_edge.runtime.engine import EngineOptions
+    from ocrnet_edge.runtime.io import sinks
     from ocrnet_edge.runtime.run import RunOptions, run
+    from ocrnet_edge.runtime.system.boards import load_board
 
     real = sinks.VideoSink.write
 

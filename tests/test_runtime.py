@@ -10,11 +10,11 @@ import pytest
 
 from ocrnet_edge.cli import main
 from ocrnet_edge.runtime import errors
-from ocrnet_edge.runtime.boards import load_board
 from ocrnet_edge.runtime.card import parse_card
 from ocrnet_edge.runtime.engine import Engine, EngineOptions
 from ocrnet_edge.runtime.modelfile import inspect_model
 from ocrnet_edge.runtime.run import MemoryBudgetError, check_budget
+from ocrnet_edge.runtime.system.boards import load_board
 
 from .conftest import PEERS, SMALL
 
@@ -169,3 +169,55 @@ def test_memory_budget_refusal_names_figures_and_is_not_enforced_under_emulation
         figures = check_budget(engine, board, 1.0)
     assert figures.emulated and figures.peak > figures.budget == 1.0
     assert figures.as_dict()["emulated"] is True
+
+
+def test_every_backend_satisfies_the_backend_protocol(converted):
+    from ocrnet_edge.runtime.backends import BACKENDS, Backend
+
+    members = [n for n in vars(Backend) if not n.startswith("_")] + list(Backend.__annotations__)
+    for name, cls in BACKENDS.items():
+        declared = {k for c in cls.__mro__ for k in getattr(c, "__annotations__", {})}
+        missing = [m for m in members if not hasattr(cls, m) and m not in declared]
+        assert not missing, (name, missing)
+        assert cls.name == name
+    with Engine.open(converted.int8) as engine:
+        assert isinstance(engine.backend, Backend)  # every member present on an opened backend
+        assert not isinstance(object(), Backend)
+
+
+class RecordingSink:
+    """A user's own sink: what it was given, and whether the run closed it."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.seen, self.closed, self.stop_after = [], 0, stop_after
+
+    def write(self, frame, result) -> None:
+        from ocrnet_edge.runtime.io.sinks import StopRun
+
+        self.seen.append((frame.index, result.sequence, set(result.times_ms)))
+        if self.stop_after is not None and len(self.seen) >= self.stop_after:
+            raise StopRun
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_run_writes_a_list_of_sinks_and_closes_each_once(converted, roomy_board, tmp_path):
+    from ocrnet_edge.runtime.io.sinks import JsonLinesSink, Sink
+    from ocrnet_edge.runtime.run import RunOptions, run
+
+    options = RunOptions(source="synthetic://?seed=2&size=160x120&frames=5", board=load_board(roomy_board),
+                         engine=EngineOptions(threads=1), json_out=str(tmp_path / "r.jsonl"), status=False)
+    mine = RecordingSink()
+    assert isinstance(mine, Sink) and isinstance(JsonLinesSink(str(tmp_path / "x.jsonl")), Sink)
+    summary = run(converted.int8, options, sinks=[mine])
+    assert summary.frames == 5 and mine.closed == 1
+    assert [s for _, s, _ in mine.seen] == [0, 1, 2, 3, 4]
+    assert all({"capture", "preprocess", "invoke", "decode", "total", "latency"} <= keys for *_, keys in mine.seen)
+    lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [x["frame"] for x in lines] == [0, 1, 2, 3, 4]
+    assert [x["source_frame"] for x in lines] == [i for i, _, _ in mine.seen]
+    # A sink may end the run (a window's q): the frames before it are kept, every sink is closed.
+    stopper = RecordingSink(stop_after=2)
+    summary = run(converted.int8, options, sinks=[stopper])
+    assert summary.frames == 2 - 1 and stopper.closed == 1  # the frame that stopped the run is not counted

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ocrnet_edge.runtime.contract import THING_CLASSES
-from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
+from ocrnet_edge.runtime.io.scenes import SceneOptions, draw_scene
 
 SEEDS = [(5, i) for i in range(24)]
 

@@ -15,8 +15,8 @@ import pytest
 
 from ocrnet_edge.cli import main
 from ocrnet_edge.runtime import errors
-from ocrnet_edge.runtime.sinks import JSON_SCHEMA
-from ocrnet_edge.runtime.sources import LiveSource, open_source
+from ocrnet_edge.runtime.io.sinks import JSON_SCHEMA
+from ocrnet_edge.runtime.io.sources import LiveSource, open_source
 
 from .conftest import REPO, free_port, http_get
 
@@ -174,7 +174,7 @@ def test_run_writes_json_video_and_label_maps(converted, roomy_board, tmp_path):
 
 
 def test_viewer_serves_page_stream_and_figures(converted, roomy_board):
-    from ocrnet_edge.runtime.viewer import Viewer
+    from ocrnet_edge.runtime.io.viewer import Viewer
 
     port = free_port()
     result = {}

@@ -7,7 +7,7 @@ import numpy as np
 from ocrnet_edge.model.targets import assign, image_targets
 from ocrnet_edge.runtime.contract import DEFAULT_STRIDES
 from ocrnet_edge.runtime.decode.detect import anchor_points
-from ocrnet_edge.runtime.scenes import SceneOptions, draw_scene
+from ocrnet_edge.runtime.io.scenes import SceneOptions, draw_scene
 
 
 def test_every_object_gets_a_location_inside_it():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from ..decode.detect import FLOAT, Quant
 from ..errors import EnvironmentMissing, ModelError
+from ..quant import FLOAT, Quant
 from ..quiet import native_stderr_quiet
 
 
@@ -40,7 +41,11 @@ class CpuBackend:
         reference_kernels: Run on LiteRT's reference kernels, without XNNPACK.
     """
 
-    name = "cpu"
+    name: ClassVar[str] = "cpu"
+    runtime_version: str
+    threads: int
+    tensor_index: dict[str, int]
+    signature_outputs: dict[str, int]
 
     @staticmethod
     def is_available() -> str | None:
@@ -85,7 +90,7 @@ class CpuBackend:
             self.signature_outputs = {n: d["index"] for n, d in runner.get_output_details().items()}
         self._bound: dict[str, Callable[[], np.ndarray]] = {}
 
-    def bind(self, names_to_index: dict[str, int]) -> None:
+    def bind(self, names_to_index: Mapping[str, int]) -> None:
         """Choose which output tensors :meth:`invoke` returns, by name."""
         self._bound = {n: self.interpreter.tensor(i) for n, i in names_to_index.items()}
         details = {d["index"]: d for d in self.interpreter.get_tensor_details()}

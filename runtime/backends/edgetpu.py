@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes.util
 import re
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import EnvironmentMissing, InputError
 from .cpu import CpuBackend, interpreter_class
@@ -58,7 +59,7 @@ class EdgeTpuBackend(CpuBackend):
         device: ``usb``, ``usb:N``, ``pci`` or ``pci:N``; None for the first found.
     """
 
-    name = "edgetpu"
+    name: ClassVar[str] = "edgetpu"
 
     @staticmethod
     def is_available() -> str | None:

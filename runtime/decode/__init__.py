@@ -2,6 +2,6 @@
 frame), ``instance`` (masks from coefficients and prototypes), and ``frame`` joining them into a
 :class:`~runtime.results.FrameResult`."""
 
-from .detect import FLOAT, DecodeOptions, Quant
+from .detect import DecodeOptions
 
-__all__ = ["FLOAT", "DecodeOptions", "Quant"]
+__all__ = ["DecodeOptions"]

@@ -13,8 +13,9 @@ import numpy as np
 
 from .. import contract
 from ..preprocess import Transform
+from ..quant import FLOAT, Quant
 from ..results import Detection, FrameResult
-from .detect import FLOAT, DecodeOptions, Quant, decode_detections
+from .detect import DecodeOptions, decode_detections
 from .instance import assemble_masks
 from .semantic import semantic_argmax
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ..preprocess import Transform
-from .detect import FLOAT, Quant
+from ..quant import FLOAT, Quant
 
 
 @dataclass(frozen=True)

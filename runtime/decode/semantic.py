@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from ..preprocess import Transform
-from .detect import FLOAT, Quant
+from ..quant import FLOAT, Quant
 
 
 def semantic_argmax(logits: np.ndarray) -> np.ndarray:

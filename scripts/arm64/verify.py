@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ocrnet_edge.runtime.boards import load_board
+from ocrnet_edge.runtime.system.boards import load_board
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "arm64"

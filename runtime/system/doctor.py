@@ -8,9 +8,9 @@ import sys
 import cv2
 import numpy as np
 
-from .backends import BACKENDS
+from ..backends import BACKENDS
+from ..io.sources import gstreamer_available, picamera2_available
 from .boards import detect_board, detected_model_string, load_board
-from .sources import gstreamer_available, picamera2_available
 
 
 def _videoio() -> dict[str, bool]:
@@ -40,7 +40,7 @@ def report(board: str = "auto") -> str:
         lines.append(f"  {name}: {'available' if reason is None else 'unavailable: ' + reason}")
     lines.append("runtimes:")
     try:
-        from .backends.cpu import interpreter_class
+        from ..backends.cpu import interpreter_class
 
         lines.append(f"  interpreter: {interpreter_class()[2]}")
     except Exception as e:  # report, never fail

@@ -24,36 +24,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import cv2
-import numpy as np
 
-from .errors import EnvironmentMissing, InputError
+from ..errors import EnvironmentMissing, InputError
+from .frame import Frame
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".ts"}
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One frame.
-
-    Attributes:
-        index: Frame number from the source's start (counting dropped frames for live sources).
-        timestamp: ``time.monotonic()`` at capture.
-        image: (H, W, 3) uint8 RGB.
-        dropped: Frames the source dropped so far (live sources keep only the newest).
-        name: File name for image sources, else empty.
-    """
-
-    index: int
-    timestamp: float
-    image: np.ndarray
-    dropped: int = 0
-    name: str = ""
 
 
 class Source:

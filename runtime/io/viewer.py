@@ -18,9 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import cv2
-import numpy as np
 
-from .errors import InputError, OutputError
+from ..errors import InputError, OutputError
+from ..results import FrameResult
+from .draw import annotated
+from .frame import Frame
 
 MAX_CLIENTS = 4
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -58,11 +60,14 @@ setInterval(tick, 500); tick();
 
 
 class Viewer:
-    """The running viewer; :meth:`publish` hands it frames. Use :meth:`start`."""
+    """The running viewer, a :class:`~.sinks.Sink`: :meth:`write` hands it frames. Use :meth:`start`."""
 
-    def __init__(self, host: str, port: int, token: str | None, budget_mb: float):
+    def __init__(self, host: str, port: int, token: str | None, budget_mb: float, semantic_overlay: bool = True):
         self.token = token
         self.budget_mb = budget_mb
+        self.semantic_overlay = semantic_overlay
+        self._frames = 0
+        self._first = 0.0
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
         self._seq = 0
@@ -90,7 +95,7 @@ class Viewer:
         self._thread.start()
 
     @classmethod
-    def start(cls, spec: str, token: str | None = None, budget_mb: float = 0) -> Viewer:
+    def start(cls, spec: str, token: str | None = None, budget_mb: float = 0, semantic_overlay: bool = True) -> Viewer:
         """Parse ``HOST:PORT`` (or ``:PORT`` / ``PORT``) and start serving."""
         host, _, port = spec.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
@@ -101,25 +106,30 @@ class Viewer:
         if host not in LOCAL_HOSTS and not token:
             raise InputError(f"--serve on {host} reaches other machines: give --serve-token TOKEN (every request "
                              "must then carry ?token=TOKEN)")
-        return cls(host, port_n, token, budget_mb)
+        return cls(host, port_n, token, budget_mb, semantic_overlay)
 
     @property
     def url(self) -> str:
         host, port = self.address[:2]
         return f"http://{host}:{port}/" + (f"?token={self.token}" if self.token else "")
 
-    def publish(self, annotated: np.ndarray, times: dict, summary, result) -> None:
-        """Offer a new annotated frame and figures (cheap when nobody watches)."""
-        from .memory import rss_mb
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        """Offer a new frame and its figures (cheap when nobody watches: nothing is drawn or encoded)."""
+        from ..system.memory import rss_mb
 
+        now = time.monotonic()
+        self._first = self._first or now
+        self._frames += 1
         for d in result.detections:
             self._recent.appendleft(f"{d.label} {d.score:.2f}")
-        stats = {"frames": summary.frames + 1, "fps": summary.frames / summary.seconds if summary.seconds else 0.0,
-                 "ms": {k: round(v, 3) for k, v in times.items()}, "dropped": summary.dropped, "rss_mb": rss_mb(),
-                 "budget_mb": self.budget_mb, "recent": list(self._recent), "time": time.time()}
+        elapsed = now - self._first
+        stats = {"frames": self._frames, "fps": (self._frames - 1) / elapsed if elapsed > 0 else 0.0,
+                 "ms": {k: round(v, 3) for k, v in result.times_ms.items()}, "dropped": frame.dropped,
+                 "rss_mb": rss_mb(), "budget_mb": self.budget_mb, "recent": list(self._recent), "time": time.time()}
         jpeg = None
         if self._clients:
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+            img = annotated(frame, result, self.semantic_overlay)
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
             jpeg = buf.tobytes() if ok else None
         with self._cond:
             self._stats = stats

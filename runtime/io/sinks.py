@@ -1,4 +1,6 @@
-"""Where results go: JSON lines, an annotated video, semantic label maps, a window.
+"""Where results go: JSON lines, an annotated video, semantic label maps, a window (and the browser viewer
+of :mod:`.viewer`). Every sink satisfies :class:`Sink`: ``write(frame, result)`` per frame, ``close()`` once;
+:func:`~runtime.run.run` holds a list of them.
 
 Files are written under a temporary name and renamed when the sink closes, so a stopped run (Ctrl-C,
 SIGTERM) still leaves a finalized video; JSON lines are flushed per frame and readable at any moment.
@@ -6,7 +8,8 @@ SIGTERM) still leaves a finalized video; JSON lines are flushed per frame and re
 JSON lines schema (one object per frame)::
 
     {"frame": int, "timestamp": float (seconds since the run started), "source_frame": int,
-     "ms": {"capture": float, "preprocess": float, "invoke": float, "decode": float, "total": float},
+     "ms": {"capture": float, "preprocess": float, "invoke": float, "decode": float,
+            "total": float (capture start to result), "latency": float (capture to result)},
      "detections": [{"class": str, "class_id": int, "score": float, "box": [x0, y0, x1, y1],
                      "mask": {"size": [H, W], "counts": str} (COCO RLE, when the model has masks)}],
      "semantic": {"class": pixel share in [0, 1]} (classes present, when the model has a semantic head),
@@ -21,16 +24,16 @@ import queue
 import sys
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
+from ..errors import EnvironmentMissing, InputError, OutputError
+from ..results import FrameResult
 from . import rle
-from .draw import annotate
-from .errors import EnvironmentMissing, InputError, OutputError
-from .results import FrameResult
-from .sources import Frame
+from .draw import annotated
+from .frame import Frame
 
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".webm": "VP80", ".mkv": "FFV1"}
 """Codecs the OpenCV wheels can write, by extension (no software H.264 encoder in the wheel)."""
@@ -59,8 +62,27 @@ JSON_SCHEMA = {
 """JSON Schema of one line of ``--json-out``."""
 
 
-def frame_record(index: int, t: float, frame: Frame, result: FrameResult, times: dict[str, float],
-                 semantic_classes: tuple[str, ...], masks: bool = True) -> dict:
+@runtime_checkable
+class Sink(Protocol):
+    """Where one run's results go."""
+
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        """Take one frame's result.
+
+        Raises:
+            OutputError: The output cannot be written (one line; what was written before is intact).
+            StopRun: The user asked this sink to end the run (a window's q or Esc).
+        """
+
+    def close(self) -> None:
+        """Finalize the output (rename, flush); called once, also after an error."""
+
+
+class StopRun(Exception):
+    """Raised by a sink whose user asked to end the run."""
+
+
+def frame_record(frame: Frame, result: FrameResult, semantic_classes: tuple[str, ...], masks: bool = True) -> dict:
     """The JSON-lines object of one frame (see the module docstring)."""
     dets = []
     for d in result.detections:
@@ -69,8 +91,8 @@ def frame_record(index: int, t: float, frame: Frame, result: FrameResult, times:
         if masks and d.has_mask:
             item["mask"] = rle.encode(d.mask())
         dets.append(item)
-    rec = {"frame": index, "timestamp": round(t, 4), "source_frame": frame.index,
-           "ms": {k: round(v, 3) for k, v in times.items()}, "detections": dets, "dropped": frame.dropped}
+    rec = {"frame": result.sequence, "timestamp": round(result.elapsed_s, 4), "source_frame": frame.index,
+           "ms": {k: round(v, 3) for k, v in result.times_ms.items()}, "detections": dets, "dropped": frame.dropped}
     if result.semantic is not None:
         counts = np.bincount(result.semantic.ravel(), minlength=len(semantic_classes))
         share = counts / max(1, result.semantic.size)
@@ -83,10 +105,16 @@ def frame_record(index: int, t: float, frame: Frame, result: FrameResult, times:
 
 
 class JsonLinesSink:
-    """One JSON object per frame to a file (or ``-`` for stdout), flushed per frame."""
+    """One JSON object per frame to a file (or ``-`` for stdout), flushed per frame.
 
-    def __init__(self, target: str):
+    Args:
+        target: A file path, or ``-`` for stdout.
+        semantic_classes: Names of the semantic classes, for the per-class pixel shares.
+    """
+
+    def __init__(self, target: str, semantic_classes: tuple[str, ...] = ()):
         self.target = target
+        self.semantic_classes = semantic_classes
         if target == "-":
             self.f: IO[str] = sys.stdout
         else:
@@ -96,7 +124,11 @@ class JsonLinesSink:
                 raise OutputError(f"{target}: cannot write JSON lines ({e.strerror})") from None
         self._good = 0
 
-    def write(self, record: dict) -> None:
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        self.write_record(frame_record(frame, result, self.semantic_classes))
+
+    def write_record(self, record: dict) -> None:
+        """Append one JSON object as a line."""
         line = json.dumps(record, separators=(",", ":")) + "\n"
         try:
             self.f.write(line)
@@ -144,8 +176,8 @@ class VideoSink:
         if not self.path.parent.is_dir() or not os.access(self.path.parent, os.W_OK):
             raise OutputError(f"{self.path.parent}: output folder does not exist or cannot be written")
 
-    def write(self, frame: Frame, result: FrameResult, annotated: np.ndarray | None = None) -> np.ndarray:
-        img = annotated if annotated is not None else annotate(frame.image, result, semantic=self.semantic_overlay)
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        img = annotated(frame, result, self.semantic_overlay)
         h, w = img.shape[:2]
         if self.writer is None:
             self.writer = cv2.VideoWriter(str(self.tmp), self.fourcc, self.fps, (w, h))
@@ -156,7 +188,6 @@ class VideoSink:
             img = cv2.resize(img, self._size)
         self.writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         self.frames += 1
-        return img
 
     def close(self) -> None:
         if self.writer is not None:
@@ -175,17 +206,16 @@ class SemanticSink:
         except OSError as e:
             raise OutputError(f"{self.folder}: cannot create the folder ({e.strerror})") from None
 
-    def write(self, index: int, frame: Frame, result: FrameResult) -> Path | None:
+    def write(self, frame: Frame, result: FrameResult) -> None:
         sem = result.semantic_frame()
         if sem is None:
-            return None
-        name = (Path(frame.name).stem if frame.name else f"{index:06d}") + ".png"
+            return
+        name = (Path(frame.name).stem if frame.name else f"{result.sequence:06d}") + ".png"
         path = self.folder / name
         tmp = self.folder / (name + ".partial.png")
         if not cv2.imwrite(str(tmp), sem):
             raise OutputError(f"{path}: cannot write the label map")
         tmp.replace(path)
-        return path
 
     def close(self) -> None:
         pass
@@ -194,7 +224,7 @@ class SemanticSink:
 class WindowSink:
     """A window (``--show``), when a display exists."""
 
-    def __init__(self, title: str = "ocrnet-edge"):
+    def __init__(self, title: str = "ocrnet-edge", semantic_overlay: bool = True):
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise EnvironmentMissing("--show needs a display (no DISPLAY or WAYLAND_DISPLAY); use --serve or --save")
         try:
@@ -203,10 +233,12 @@ class WindowSink:
             raise EnvironmentMissing("--show needs OpenCV with GUI support; opencv-python-headless has none "
                                      "(use --serve HOST:PORT to watch in a browser)") from None
         self.title = title
+        self.semantic_overlay = semantic_overlay
 
-    def write(self, annotated: np.ndarray) -> bool:
-        cv2.imshow(self.title, cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
-        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        cv2.imshow(self.title, cv2.cvtColor(annotated(frame, result, self.semantic_overlay), cv2.COLOR_RGB2BGR))
+        if (cv2.waitKey(1) & 0xFF) in (ord("q"), 27):
+            raise StopRun
 
     def close(self) -> None:
         cv2.destroyWindow(self.title)
@@ -219,12 +251,12 @@ class BackgroundSink:
     (files, where every frame must be written) the run waits for the disk instead.
 
     Args:
-        sink: An object with ``write(*args)`` and ``close()``.
+        sink: The sink whose writes run in the thread.
         drop: Drop frames when the queue is full instead of waiting.
         depth: Queue length.
     """
 
-    def __init__(self, sink, drop: bool, depth: int = 8):
+    def __init__(self, sink: Sink, drop: bool, depth: int = 8):
         self.sink, self.drop = sink, drop
         self.dropped = 0
         self.error: BaseException | None = None
@@ -243,16 +275,16 @@ class BackgroundSink:
                 except BaseException as e:  # reported on the next write or at close
                     self.error = e
 
-    def write(self, *args) -> None:
+    def write(self, frame: Frame, result: FrameResult) -> None:
         if self.error is not None:
             raise self.error
         if self.drop:
             try:
-                self._queue.put_nowait(args)
+                self._queue.put_nowait((frame, result))
             except queue.Full:
                 self.dropped += 1
         else:
-            self._queue.put(args)
+            self._queue.put((frame, result))
 
     def close(self) -> None:
         self._queue.put(None)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import InputError
+from ..errors import InputError
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+BOARDS_DIR = Path(__file__).resolve().parents[2] / "boards"
 """The repository's ``boards/`` folder (installed as package data beside the runtime)."""
 BACKEND_NAMES = ("edgetpu", "cpu")
 
@@ -166,7 +166,7 @@ def detect_board(root: str | None = None) -> str:
         root: Prefix of the system paths read (``/proc/device-tree/model`` and others); tests and the
             arm64 emulation check point it at a prepared folder. Defaults to ``$OCRNET_SYSROOT`` or ``""``.
     """
-    from .backends.edgetpu import edgetpu_devices
+    from ..backends.edgetpu import edgetpu_devices
 
     root = os.environ.get("OCRNET_SYSROOT", "") if root is None else root
     model = _read("/proc/device-tree/model", root) or _read("/sys/firmware/devicetree/base/model", root)

@@ -8,7 +8,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .results import FrameResult
+from ..results import FrameResult
+from .frame import Frame
 
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
@@ -68,3 +69,8 @@ def annotate(frame: np.ndarray, result: FrameResult, semantic: bool = True, mask
         cv2.rectangle(img, (x0, ty - th - base - 1), (x0 + tw + 2, ty), c, -1)
         cv2.putText(img, text, (x0 + 1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return img
+
+
+def annotated(frame: Frame, result: FrameResult, semantic: bool = True) -> np.ndarray:
+    """:func:`annotate` of a run's frame, drawn once per frame however many sinks show it."""
+    return result.memo(("annotated", semantic), lambda: annotate(frame.image, result, semantic=semantic))

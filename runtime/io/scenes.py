@@ -21,9 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .contract import THING_CLASSES
+from ..contract import THING_CLASSES
 
-BACKGROUNDS_DIR = Path(__file__).parent / "assets" / "backgrounds"
+BACKGROUNDS_DIR = Path(__file__).resolve().parents[1] / "assets" / "backgrounds"
 
 
 @dataclass(frozen=True)
