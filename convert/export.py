@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ def export_model(model, cfg: ModelConfig):
     return static
 
 
-def _saved_model(model, size: int, workdir: Path) -> Path:
+def saved_model(model, size: int, workdir: Path) -> Path:
+    """Write ``model`` as a SavedModel whose ``serving_default`` takes a (1, size, size, 3) float32 image."""
     import keras
     import tensorflow as tf
 
@@ -46,7 +48,9 @@ def _saved_model(model, size: int, workdir: Path) -> Path:
     return path
 
 
-def _convert(saved: Path, representative: Callable[[], Iterable[list[np.ndarray]]] | None) -> bytes:
+def tflite_converter(saved: Path, representative: Callable[[], Iterable[list[np.ndarray]]] | None = None):
+    """The one converter set-up: with ``representative``, full int8 (int8 kernels only, uint8 image input,
+    int8 outputs), else float32. The shipped file and the fidelity debugger both use it."""
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE_KEY])
@@ -56,10 +60,18 @@ def _convert(saved: Path, representative: Callable[[], Iterable[list[np.ndarray]
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.uint8
         conv.inference_output_type = tf.int8
-    from ocrnet_edge.runtime.quiet import native_stderr_quiet
+    return conv
 
-    with native_stderr_quiet():  # the converter's "fully_quantize: 0, ..." line
-        return conv.convert()
+
+@contextmanager
+def exported(model, cfg: ModelConfig) -> Iterator[Path]:
+    """``model`` rebuilt with batch 1 at ``cfg.input_size`` and written as a SavedModel in a temporary folder
+    (removed on exit); yields the SavedModel's path."""
+    workdir = Path(tempfile.mkdtemp(prefix="ocrnet-export-"))
+    try:
+        yield saved_model(export_model(model, cfg), cfg.input_size, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def keras_to_tflite(
@@ -78,13 +90,10 @@ def keras_to_tflite(
     Returns:
         The ``.tflite`` bytes.
     """
-    static = export_model(model, cfg)
-    workdir = Path(tempfile.mkdtemp(prefix="ocrnet-export-"))
-    try:
-        saved = _saved_model(static, cfg.input_size, workdir)
-        return _convert(saved, representative)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    from ocrnet_edge.runtime.quiet import native_stderr_quiet
+
+    with exported(model, cfg) as saved, native_stderr_quiet():  # the converter's "fully_quantize: 0, ..." line
+        return tflite_converter(saved, representative).convert()
 
 
 def count_keras_convolutions(model) -> int:

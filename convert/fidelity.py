@@ -129,38 +129,53 @@ def gate(float_metrics: dict, int8_metrics: dict, max_drop: float = 1.0) -> Gate
     return GateResult(float_metrics, int8_metrics, drops, max_drop, failed)
 
 
-def layer_errors(
-    float_model, cfg, representative: Callable[[], Iterable[list[np.ndarray]]], top: int = 10,
-) -> list[dict]:
-    """Layers with the largest quantization error, from TensorFlow's quantization debugger.
-
-    Returns:
-        Up to ``top`` dicts ``{tensor, rmse, mean_error, max_abs_error}``, worst (largest RMSE) first.
-    """
-    import shutil
-    import tempfile
-    from pathlib import Path
-
+def quantization_debugger(float_model, cfg, representative: Callable[[], Iterable[list[np.ndarray]]],
+                          debug_images: int = 20):
+    """TensorFlow's quantization debugger on the shipped conversion: :func:`~convert.export.tflite_converter`
+    (uint8 input, int8 outputs) on the same export, calibrated on all of ``representative`` as the shipped
+    file is; statistics over its first ``debug_images``."""
     import tensorflow as tf
 
-    from .export import _saved_model, export_model
+    from ocrnet_edge.runtime.quiet import native_stderr_quiet
 
-    static = export_model(float_model, cfg)
-    workdir = Path(tempfile.mkdtemp(prefix="ocrnet-debug-"))
-    try:
-        saved = _saved_model(static, cfg.input_size, workdir)
-        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = representative
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=representative)
+    from .export import exported, tflite_converter
+
+    def debug_subset():
+        for i, x in enumerate(representative()):
+            if i >= debug_images:
+                break
+            yield x
+
+    with exported(float_model, cfg) as saved, native_stderr_quiet():
+        return tf.lite.experimental.QuantizationDebugger(converter=tflite_converter(saved, representative),
+                                                         debug_dataset=debug_subset)
+
+
+def layer_errors(
+    float_model, cfg, representative: Callable[[], Iterable[list[np.ndarray]]], debug_images: int = 20, top: int = 10,
+) -> list[dict]:
+    """Layers with the largest quantization error in the graph that ships, from TensorFlow's quantization
+    debugger.
+
+    The debugger's converter is :func:`~convert.export.tflite_converter` on the same SavedModel export and
+    the same calibration images as the shipped file (uint8 input, int8 outputs included), so every quantized
+    tensor of its instrumented copy has the shipped file's scale and zero point (tested); only the copy's
+    input and output stay float, as TensorFlow's debugger instruments them. Statistics are taken over the
+    first ``debug_images`` calibration images.
+
+    Returns:
+        Up to ``top`` dicts ``{tensor, rmse, mean_error, max_abs_error}`` in real units, worst (largest RMSE)
+        first.
+    """
+    from ocrnet_edge.runtime.quiet import native_stderr_quiet
+
+    debugger = quantization_debugger(float_model, cfg, representative, debug_images)
+    with native_stderr_quiet():
         debugger.run()
-        rows = [
-            {"tensor": name, "rmse": float(np.sqrt(st.get("mean_squared_error", 0.0))),
-             "mean_error": float(st.get("mean_error", 0.0)), "max_abs_error": float(st.get("max_abs_error", 0.0))}
-            for name, st in debugger.layer_statistics.items()
-        ]
-        rows.sort(key=lambda r: -r["rmse"])
-        return rows[:top]
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    rows = [
+        {"tensor": name, "rmse": float(np.sqrt(st.get("mean_squared_error", 0.0))),
+         "mean_error": float(st.get("mean_error", 0.0)), "max_abs_error": float(st.get("max_abs_error", 0.0))}
+        for name, st in debugger.layer_statistics.items()
+    ]
+    rows.sort(key=lambda r: -r["rmse"])
+    return rows[:top]

@@ -208,7 +208,7 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
                 "passed": result.ok, "failed": list(result.failed), "skipped": f_metrics.get("skipped", {}),
             }
             if not result.ok:
-                report["fidelity"]["worst_layers"] = fidelity.layer_errors(net, cfg, _subset(representative, 20))
+                report["fidelity"]["worst_layers"] = fidelity.layer_errors(net, cfg, representative)
                 report["fidelity"]["suggestions"] = list(fidelity.SUGGESTIONS)
                 int8_path = out_dir / f"{name}_int8_gatefailed.tflite"
 
@@ -245,15 +245,6 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
     if compile_error is not None:
         raise compile_error
     return out
-
-
-def _subset(representative, n: int):
-    def gen():
-        for i, x in enumerate(representative()):
-            if i >= n:
-                break
-            yield x
-    return gen
 
 
 def _gate_plan(options: ConvertOptions, cfg: ModelConfig, model_path: Path, data_record: dict | None):

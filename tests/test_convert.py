@@ -94,6 +94,34 @@ def test_gate_failure_writes_reports_and_a_failed_model(tiny_model, calib_dir, t
     assert "Layers with the largest quantization error" in (tmp_path / "tiny.report.md").read_text()
 
 
+def test_the_fidelity_debugger_analyses_the_graph_that_ships(tiny_model, calib_dir, converted):
+    """Same converter set-up and calibration as the shipped file: every quantized tensor of the debugger's
+    copy carries the shipped file's scale and zero point."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from ocrnet_edge.convert import fidelity
+    from ocrnet_edge.model.io import load_model
+
+    net = load_model(tiny_model)
+    files = calibration.scan(calib_dir, min_images=10).files  # what the converted fixture calibrated on
+
+    def representative():
+        for x in calibration.iter_preprocessed(tuple(files), TINY.input_size):
+            yield [x]
+
+    def quantized(**where) -> dict[str, tuple]:
+        return {d["name"]: d["quantization"] for d in Interpreter(**where).get_tensor_details() if d["quantization"][0]}
+
+    debugger = fidelity.quantization_debugger(net, TINY, representative, debug_images=3)
+    ours, shipped = quantized(model_content=debugger.get_nondebug_quantized_model()), quantized(model_path=str(converted.int8))
+    common = set(ours) & set(shipped)
+    assert len(common) >= 0.8 * len(shipped), (len(common), len(shipped))
+    assert all(np.isclose(ours[n][0], shipped[n][0], rtol=1e-6) and ours[n][1] == shipped[n][1] for n in common)
+    rows = fidelity.layer_errors(net, TINY, representative, debug_images=3, top=5)
+    assert 0 < len(rows) <= 5 and all(np.isfinite(r["rmse"]) for r in rows)
+    assert [r["rmse"] for r in rows] == sorted((r["rmse"] for r in rows), reverse=True)
+
+
 def _write_modes(folder: Path) -> dict[str, Path]:
     from PIL import Image
 
