@@ -131,6 +131,121 @@ def _check_contract(net, cfg: ModelConfig, path: Path) -> None:
         raise ModelError(f"{path}: the model's outputs do not follow the contract; missing {missing} (has {sorted(have)})")
 
 
+@dataclass(frozen=True)
+class CalibrationPart:
+    """Where the calibration images came from, how many were used and which were skipped (and why)."""
+
+    source: str
+    images: int
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"folder": self.source, "source": self.source, "images": self.images,
+                "skipped": [list(x) for x in self.skipped]}
+
+
+@dataclass(frozen=True)
+class GraphPart:
+    """The converted graph: op counts, the audit's problems, XNNPACK's refusals."""
+
+    ops: int
+    op_counts: dict[str, int]
+    convolutions: int
+    problems: tuple[str, ...]
+    xnnpack_refusals: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {"ops": self.ops, "op_counts": self.op_counts, "convolutions": self.convolutions,
+                "problems": list(self.problems), "xnnpack_refusals": list(self.xnnpack_refusals)}
+
+
+@dataclass(frozen=True)
+class FidelityPart:
+    """Float against int8 on the gate images: per output and per task, the verdict, and on a failure the
+    worst layers and what to try."""
+
+    heldout: str
+    outputs: dict[str, fidelity.OutputAgreement]
+    result: fidelity.GateResult
+    skipped: dict[str, str]
+    worst_layers: tuple[dict, ...] = ()
+
+    def as_dict(self) -> dict:
+        r = self.result
+        d = {"heldout": self.heldout, "outputs": {k: dataclasses.asdict(v) for k, v in self.outputs.items()},
+             "float": r.float_metrics, "int8": r.int8_metrics, "drops_points": r.drops, "max_drop_points": r.max_drop,
+             "passed": r.ok, "failed": list(r.failed), "skipped": self.skipped}
+        if not r.ok:
+            d["worst_layers"] = list(self.worst_layers)
+            d["suggestions"] = list(fidelity.SUGGESTIONS)
+        return d
+
+
+def _load(model_path: Path, options: ConvertOptions) -> tuple[object, ModelConfig, dict | None]:
+    """The model, its configuration at the export size, and the record of its data (None when absent)."""
+    net = load_model(model_path)
+    cfg = load_model_config(model_path)
+    _check_contract(net, cfg, model_path)
+    if options.size is not None:
+        cfg = cfg.with_size(options.size)
+    return net, cfg, load_data_record(model_path)
+
+
+def _representative(files: tuple[Path, ...], size: int, progress: bool):
+    """The converter's calibration samples, ``[(1, S, S, 3) float32]`` each, as the runtime preprocesses."""
+    def representative():
+        for x in calibration.iter_preprocessed(tuple(tqdm(files, desc="calibration", unit="img", disable=not progress)),
+                                               size):
+            yield [x]
+    return representative
+
+
+def _audit(int8_bytes: bytes, net, cfg: ModelConfig, work: Path, model_path: Path):
+    """Audit the converted graph (full int8, fused heads) and check it for the Edge TPU: ``(graph part,
+    Edge TPU check, the file's parsed structure)``.
+
+    Raises:
+        ModelError: The graph is not full int8 with fused heads.
+    """
+    info = inspect_model(_write_atomic(work / "raw.tflite", int8_bytes))
+    audit = checks.audit_int8(info, count_keras_convolutions(net), tuple(output_spec(cfg)))
+    if not audit.ok:
+        raise ModelError(f"{model_path}: the converted graph is not full int8 with fused heads: {audit.problems[0]}")
+    graph = GraphPart(len(info.ops), audit.op_counts, audit.conv_count, tuple(audit.problems),
+                      tuple(xnnpack_refusals(info)))
+    return graph, checks.check_edgetpu(info), info
+
+
+def _gate(net, cfg: ModelConfig, staged: Path, plan, representative, options: ConvertOptions, work: Path) -> FidelityPart:
+    """Float against int8 on the gate images the model never trained on; on a failure, the worst layers."""
+    description, load = plan
+    heldout = load(work)
+    static = export_model(net, cfg)
+    with Engine.open(staged, options=EngineOptions(threads=options.threads)) as engine:
+        agreement = fidelity.output_agreement(static, engine, heldout, options.progress)
+        f_metrics = evaluate_keras(static, heldout, progress=options.progress)
+        i_metrics = evaluate_outputs(heldout, fidelity.engine_outputs(engine, heldout), engine.quants,
+                                     progress=options.progress)
+    result = fidelity.gate(f_metrics, i_metrics, options.max_drop)
+    worst = () if result.ok else tuple(fidelity.layer_errors(net, cfg, representative))
+    return FidelityPart(f"{description} ({len(heldout)} images)", agreement, result, f_metrics.get("skipped", {}), worst)
+
+
+def _compile(int8_path: Path, out_dir: Path, gate_ok: bool) -> tuple[dict, Path | None, Exception | None]:
+    """Compile for the Edge TPU: ``(report part, compiled file, error to raise after the reports)``."""
+    reason = edgetpu.compiler_available()
+    if reason:
+        return {"skipped": reason}, None, EnvironmentMissing(reason)
+    if not gate_ok:
+        return {"skipped": "the fidelity gate failed"}, None, None
+    tpu_path, log = edgetpu.compile_edgetpu(int8_path, out_dir)
+    error = None
+    if log.cpu_ops:
+        rows = ", ".join(f"{n} x{c}" for n, c, _ in log.cpu_operators) or f"{log.cpu_ops} ops"
+        error = GateError(f"{log.cpu_ops} ops fall to the CPU on the Edge TPU: {rows}")
+    return log.as_dict(), tpu_path, error
+
+
 def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
     """Convert, check, gate and (optionally) compile a trained model. See the module docstring.
 
@@ -141,27 +256,15 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
     """
     t_start = time.perf_counter()
     model_path, out_dir = Path(model_path), Path(out_dir)
-    net = load_model(model_path)
-    cfg = load_model_config(model_path)
-    _check_contract(net, cfg, model_path)
-    if options.size is not None:
-        cfg = cfg.with_size(options.size)
+    net, cfg, data_record = _load(model_path, options)
     name = _model_name(model_path, options.name)
-    data_record = load_data_record(model_path)
     cal, cal_source = calibration.for_model(model_path, cfg, data_record, options.calib, options.min_calib)
+    calib = CalibrationPart(cal_source, len(cal.files), tuple((str(p), why) for p, why in cal.skipped))
     gate_plan = _gate_plan(options, cfg, model_path, data_record) if options.gate else None
     _writable(out_dir)
-    report: dict = {
-        "model": str(model_path), "name": name, "input_size": cfg.input_size,
-        "calibration": {"folder": cal_source, "source": cal_source, "images": len(cal.files),
-                        "skipped": [[str(p), why] for p, why in cal.skipped]},
-        "gated": options.gate,
-    }
-
-    def representative():
-        files = tqdm(cal.files, desc="calibration", unit="img", disable=not options.progress)
-        for x in calibration.iter_preprocessed(tuple(files), cfg.input_size):
-            yield [x]
+    representative = _representative(cal.files, cfg.input_size, options.progress)
+    report: dict = {"model": str(model_path), "name": name, "input_size": cfg.input_size,
+                    "calibration": calib.as_dict(), "gated": options.gate}
 
     t0 = time.perf_counter()
     int8_bytes = keras_to_tflite(net, cfg, representative)
@@ -170,18 +273,10 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
 
     work = Path(tempfile.mkdtemp(prefix="ocrnet-convert-"))
     try:
-        raw_path = _write_atomic(work / "raw.tflite", int8_bytes)
-        info = inspect_model(raw_path)
-        audit = checks.audit_int8(info, count_keras_convolutions(net), tuple(output_spec(cfg)))
-        report["graph"] = {"ops": len(info.ops), "op_counts": audit.op_counts, "convolutions": audit.conv_count,
-                           "problems": list(audit.problems)}
-        if not audit.ok:
-            raise ModelError(f"{model_path}: the converted graph is not full int8 with fused heads: {audit.problems[0]}")
-        tpu = checks.check_edgetpu(info)
-        report["edgetpu_check"] = tpu.as_dict()
-        report["graph"]["xnnpack_refusals"] = xnnpack_refusals(info)
-
-        card = build_card(info, cfg, name, model_path, pretrained=(data_record or {}).get("pretrained"),
+        graph, tpu, info = _audit(int8_bytes, net, cfg, work, model_path)
+        report["graph"], report["edgetpu_check"] = graph.as_dict(), tpu.as_dict()
+        card = build_card(info, cfg, name, model_path,
+                          pretrained=(data_record or {}).get("pretrained"),
                           calibration={"source": cal_source, "images": len(cal.files)},
                           gate={"source": gate_plan[0]} if gate_plan else {"source": None, "skipped": "--no-gate"})
         final = embed_card(int8_bytes, card)
@@ -190,45 +285,19 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
         staged.write_bytes(final)
         report["files"] = {"int8_bytes": len(final), "float32_bytes": len(float_bytes) if float_bytes else None}
 
-        # Fidelity on held-out images the model never saw.
-        result = None
-        if gate_plan is not None:
-            heldout = gate_plan[1](work)
-            static = export_model(net, cfg)
-            with Engine.open(staged, options=EngineOptions(threads=options.threads)) as engine:
-                agreement = fidelity.output_agreement(static, engine, heldout, options.progress)
-                f_metrics = evaluate_keras(static, heldout, progress=options.progress)
-                i_metrics = evaluate_outputs(heldout, fidelity.engine_outputs(engine, heldout), engine.quants,
-                                             progress=options.progress)
-            result = fidelity.gate(f_metrics, i_metrics, options.max_drop)
-            report["fidelity"] = {
-                "heldout": f"{gate_plan[0]} ({len(heldout)} images)",
-                "outputs": {k: dataclasses.asdict(v) for k, v in agreement.items()},
-                "float": f_metrics, "int8": i_metrics, "drops_points": result.drops, "max_drop_points": options.max_drop,
-                "passed": result.ok, "failed": list(result.failed), "skipped": f_metrics.get("skipped", {}),
-            }
-            if not result.ok:
-                report["fidelity"]["worst_layers"] = fidelity.layer_errors(net, cfg, representative)
-                report["fidelity"]["suggestions"] = list(fidelity.SUGGESTIONS)
+        fid = _gate(net, cfg, staged, gate_plan, representative, options, work) if gate_plan else None
+        if fid is not None:
+            report["fidelity"] = fid.as_dict()
+            if not fid.result.ok:
                 int8_path = out_dir / f"{name}_int8_gatefailed.tflite"
 
-        card_path = out_dir / f"{name}.card.json"
-        _write_atomic(card_path, (json.dumps(card, indent=2) + "\n").encode())
+        card_path = _write_atomic(out_dir / f"{name}.card.json", (json.dumps(card, indent=2) + "\n").encode())
         staged.replace(int8_path)
         float_path = _write_atomic(out_dir / f"{name}_float32.tflite", float_bytes) if float_bytes else None
 
         tpu_path, compile_error = None, None
         if options.edgetpu:
-            reason = edgetpu.compiler_available()
-            if reason:
-                compile_error = EnvironmentMissing(reason)
-                report["edgetpu_compile"] = {"skipped": reason}
-            elif result is None or result.ok:
-                tpu_path, log = edgetpu.compile_edgetpu(int8_path, out_dir)
-                report["edgetpu_compile"] = log.as_dict()
-                if log.cpu_ops:
-                    rows = ", ".join(f"{n} x{c}" for n, c, _ in log.cpu_operators) or f"{log.cpu_ops} ops"
-                    compile_error = GateError(f"{log.cpu_ops} ops fall to the CPU on the Edge TPU: {rows}")
+            report["edgetpu_compile"], tpu_path, compile_error = _compile(int8_path, out_dir, fid is None or fid.result.ok)
         report["seconds_total"] = round(time.perf_counter() - t_start, 2)
         report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         json_path, md_path = write_reports(report, out_dir, name)
@@ -238,8 +307,8 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
             leftover.unlink(missing_ok=True)
 
     out = ConvertResult(int8_path, card_path, json_path, md_path, float_path, tpu_path, report)
-    if result is not None and not result.ok:
-        drops = ", ".join(f"{k} dropped {result.drops[k]:.2f}" for k in result.failed)
+    if fid is not None and not fid.result.ok:
+        drops = ", ".join(f"{k} dropped {fid.result.drops[k]:.2f}" for k in fid.result.failed)
         raise GateError(f"fidelity gate failed ({drops} points, at most {options.max_drop} allowed); model written as "
                         f"{int8_path.name}, see {md_path}")
     if compile_error is not None:
