@@ -364,7 +364,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             s = r["stages_ms"]
             print(f"{Path(c['model']).name:32s} {c['backend']:8s} {c['threads']:2d}t  total {s['total']['median']:7.2f} ms "
                   f"(p90 {s['total']['p90']:.2f}, p99 {s['total']['p99']:.2f})  invoke {s['invoke']['median']:6.2f}  "
-                  f"{r['fps']:7.1f} fps  peak {r['memory_mb']['peak']:.0f}/{r['memory_mb']['budget']:.0f} MB")
+                  f"{r['fps']:7.1f} fps  peak {r['memory_mb']['peak']:.0f}/{r['memory_mb']['budget']:.0f} MB  "
+                  f"[{r['model'].get('backbone') or 'backbone ?'}, {r['model']['macs'] / 1e6:.0f} MMAC, "
+                  f"{r['model']['bytes'] / 1024:.0f} KiB]")
         else:
             print(f"{Path(c['model']).name:32s} {c['backend']:8s} {c['threads']:2d}t  FAILED: {r['reason']}")
     if doc["emulated"]:

@@ -1,7 +1,7 @@
 """Backbone comparison for the README (maintainer tooling, not installed): for each backbone and width at
 one input size, MACs and parameters (counted from the converted graph), the int8 file size, the
-converter's Edge TPU check, and int8 invoke time on this machine, measured interleaved in one process
-with ratios to ``compact``.
+converter's Edge TPU check, int8 invoke time on this machine, measured interleaved in one process
+with ratios to ``compact``, and the peak RSS of ``ocrnet-edge run`` on each file in its own process.
 
 Usage: ``.venv/bin/python scripts/backbone_figures.py WORK [--size 320] [--rounds 5] [--frames 50]``;
 prints a Markdown table and writes ``WORK/backbones.json``. Models are untrained (timing and size do not
@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,15 @@ def cpu_line() -> str:
         return f"{name} ({extra})"
     except (OSError, StopIteration):
         return platform.machine()
+
+
+def peak_rss_of_run(model: Path, work: Path, threads: int) -> float:
+    """Peak RSS of ``ocrnet-edge run`` on 20 synthetic frames, in its own process, as a board would see it."""
+    summary = work / (model.stem + ".summary.json")
+    subprocess.run([sys.executable, "-m", "ocrnet_edge", "run", str(model), "--source",
+                    "synthetic://?seed=0&size=640x480&frames=20", "--board", "host", "--threads", str(threads),
+                    "--summary", str(summary), "--quiet"], check=True, capture_output=True)
+    return json.loads(summary.read_text())["memory_mb"]["peak"]
 
 
 def main() -> None:
@@ -99,20 +109,23 @@ def main() -> None:
                 t.append(time.perf_counter() - t0)
             times[i].append(statistics.median(t) * 1000)
     base = statistics.median(times[0])
+    for e in engines:
+        e.close()
     for r, t in zip(rows, times):
         r["invoke_ms"] = statistics.median(t)
         r["invoke_ratio_to_compact"] = r["invoke_ms"] / base
+        r["peak_rss_mb"] = peak_rss_of_run(Path(r["file"]), args.work, args.threads)
     doc = {"cpu": cpu_line(), "size": args.size, "threads": args.threads, "rounds": args.rounds,
            "frames_per_round": args.frames, "rows": rows}
     (args.work / "backbones.json").write_text(json.dumps(doc, indent=1))
     print(f"\n{doc['cpu']}, input {args.size}, {args.threads} threads, LiteRT XNNPACK; median of {args.rounds} "
           f"interleaved rounds of {args.frames} invokes")
-    print("| backbone | width | MMAC | parameters | int8 file | Edge TPU check | int8 invoke (ms) | vs compact |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| backbone | width | MMAC | parameters | int8 file | Edge TPU check | int8 invoke (ms) | vs compact | peak RSS |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['backbone']} | {r['width']:g} | {r['macs'] / 1e6:.0f} | {r['params'] / 1e6:.2f} M | "
               f"{r['int8_bytes'] / 1024:.0f} KiB | {r['edgetpu_mapped']} ops map | {r['invoke_ms']:.2f} | "
-              f"{r['invoke_ratio_to_compact']:.2f} |")
+              f"{r['invoke_ratio_to_compact']:.2f} | {r['peak_rss_mb']:.0f} MB |")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from ocrnet_edge.runtime import errors
 from ocrnet_edge.runtime.bench import BenchConfig, bench_subprocess, percentiles
 from ocrnet_edge.runtime.system.boards import board_names, detect_board, load_board
 
+from .conftest import TINY
+
 REQUIRED_BOARDS = {"rpi4", "rpi5", "rpi-zero-2w", "coral-usb", "coral-devboard", "coral-devboard-mini", "jetson-nano",
                    "jetson-orin-nano", "host"}
 
@@ -129,6 +131,7 @@ def test_bench_json_validates_and_a_failing_configuration_is_recorded(converted,
             s = r["stages_ms"][stage]
             assert s["median"] <= s["p90"] <= s["p99"]
         assert r["model"]["macs"] > 0 and r["memory_mb"]["peak"] > 0
+        assert r["model"]["backbone"] == f"compact {TINY.width:g}"  # from the card: a user compares backbones
     assert doc["emulated"] is False
     report = tmp_path / "rep"
     assert main(["report", str(out), "-o", str(report)]) == 0
