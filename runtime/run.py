@@ -186,7 +186,7 @@ def open_sinks(options: RunOptions, source: Source, semantic_classes: tuple[str,
     return opened, video
 
 
-def run(model: Path, options: RunOptions, card: Path | ModelCard | None = None, out=sys.stderr,
+def run(model: Path | str, options: RunOptions, card: Path | ModelCard | None = None, out=sys.stderr,
         sinks: Sequence[Sink] = ()) -> RunSummary:
     """Run a model on a source until it ends, ``max_frames`` is reached or a signal arrives.
 
