@@ -366,6 +366,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   f"(p90 {s['total']['p90']:.2f}, p99 {s['total']['p99']:.2f})  invoke {s['invoke']['median']:6.2f}  "
                   f"{r['fps']:7.1f} fps  peak {r['memory_mb']['peak']:.0f}/{r['memory_mb']['budget']:.0f} MB  "
                   f"[{r['model'].get('backbone') or 'backbone ?'}, {r['model']['macs'] / 1e6:.0f} MMAC, "
+                  f"{r['model']['parameters'] / 1e6:.2f} M parameters, "
                   f"{r['model']['bytes'] / 1024:.0f} KiB]")
         else:
             print(f"{Path(c['model']).name:32s} {c['backend']:8s} {c['threads']:2d}t  FAILED: {r['reason']}")

@@ -132,7 +132,8 @@ def bench_one(cfg: BenchConfig) -> dict:
         "memory_mb": {"after_import": round(after_import, 1), "after_load": round(after_load, 1),
                       "peak": round(peak_rss_mb(), 1), "budget": cfg.budget_mb},
         "model": {"file": str(cfg.model), "bytes": Path(cfg.model).stat().st_size, "sha256": _sha256(cfg.model),
-                  "macs": macs, "ops": len(info.ops), "edgetpu": info.is_edgetpu, "backbone": backbone},
+                  "macs": macs, "parameters": info.parameters, "ops": len(info.ops), "edgetpu": info.is_edgetpu,
+                  "backbone": backbone},
         "achieved_gmacs_per_s": round(macs / invoke_s / 1e9, 3) if invoke_s else None,
         "runtime": runtime,
     }

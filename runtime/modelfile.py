@@ -131,6 +131,17 @@ class ModelFileInfo:
         """Bytes of constant tensor data (weights, biases)."""
         return sum(t.buffer_bytes for t in self.tensors)
 
+    @property
+    def parameters(self) -> int:
+        """Elements of the convolution and fully connected weights and biases (the trained parameters; shape
+        constants and lookup tables are not counted)."""
+        ops = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
+        seen: set[int] = set()
+        for op in self.ops:
+            if op.name in ops:
+                seen.update(i for i in op.inputs[1:] if i >= 0 and self.tensors[i].buffer_bytes)
+        return sum(int(np.prod(self.tensors[i].shape)) for i in seen)
+
     def card(self) -> dict[str, Any] | None:
         """The embedded model card, or None."""
         raw = self.metadata.get(CARD_METADATA_NAME)

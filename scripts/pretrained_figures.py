@@ -31,6 +31,38 @@ def sh(*args: str) -> None:
         sys.exit(f"failed ({p.returncode}): {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}")
 
 
+def interleaved_invoke_ms(files: dict[str, Path], rounds: int = 5, frames: int = 30, threads: int = 2) -> dict:
+    """Median int8 invoke time per file, rounds interleaved so every file sees the same machine state."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    from ocrnet_edge.runtime.engine import Engine, EngineOptions
+
+    engines = {n: Engine.open(f, options=EngineOptions(threads=threads)) for n, f in files.items()}
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    times: dict[str, list[float]] = {n: [] for n in files}
+    for _ in range(rounds):
+        for n, e in engines.items():
+            e.process(frame)
+            t = []
+            for _ in range(frames):
+                t0 = time.perf_counter()
+                e.backend.invoke()
+                t.append(time.perf_counter() - t0)
+            times[n].append(statistics.median(t) * 1000)
+    for e in engines.values():
+        e.close()
+    return {n: round(statistics.median(t), 2) for n, t in times.items()}
+
+
+def cpu_line() -> str:
+    flags = open("/proc/cpuinfo").read()
+    name = next((x.split(":", 1)[1].strip() for x in flags.splitlines() if x.startswith("model name")), "?")
+    return f"{name} ({', '.join(f for f in ('avx512_vnni', 'avx2') if f in flags)})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("work", type=Path)
@@ -70,14 +102,32 @@ def main() -> None:
         out["runs"][name] = {k: m[k] for k in ("box_ap", "mask_ap", "miou")}
         out["runs"][name]["seconds"] = float(rows[-1]["seconds"])
         out["runs"][name]["int8_drop_points"] = fid["drops_points"]
+    # Invoke time of each run's int8 file against the reference model's (compact at 320), interleaved in one
+    # process: is a pretrained backbone at this size within the reference's time on this machine?
+    ref = w / "reference" / "reference_int8.tflite"
+    if not ref.exists():
+        sh("convert", str(REPO / "models" / "reference" / "model.keras"), "--out", str(ref.parent), "--name", "reference",
+           "--quiet")
+    files = {"reference (compact 1.0 at 320)": ref} | {
+        name: w / name.split(",")[0].replace(" ", "_") / name.split(", ")[1].split()[0].lower() / "int8" /
+        "model_int8.tflite" for name in runs}
+    ms = interleaved_invoke_ms(files)
+    for name, t in ms.items():
+        if name in out["runs"]:
+            out["runs"][name]["invoke_ms"] = t
+    out["reference_invoke_ms"] = ms["reference (compact 1.0 at 320)"]
+    out["cpu"] = cpu_line()
     (w / "pretrained.json").write_text(json.dumps(out, indent=1))
     print(f"\n{args.train} training scenes at {args.size}, {args.epochs} epochs, seed 0; held-out {args.heldout} scenes")
-    print("| start | box AP | mask AP | mIoU | training time | int8 drop (box/mask/mIoU points) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"int8 invoke on {out['cpu']}, 2 threads; the reference model (compact at 320): "
+          f"{out['reference_invoke_ms']:.2f} ms")
+    print("| start | box AP | mask AP | mIoU | training time | int8 drop (box/mask/mIoU points) | int8 invoke |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in out["runs"].items():
         d = r["int8_drop_points"]
         print(f"| {name} | {r['box_ap']:.3f} | {r['mask_ap']:.3f} | {r['miou']:.3f} | {r['seconds'] / 60:.1f} min | "
-              f"{d.get('box_ap', 0):+.2f} / {d.get('mask_ap', 0):+.2f} / {d.get('miou', 0):+.2f} |")
+              f"{d.get('box_ap', 0):+.2f} / {d.get('mask_ap', 0):+.2f} / {d.get('miou', 0):+.2f} | "
+              f"{r['invoke_ms']:.2f} ms |")
 
 
 if __name__ == "__main__":

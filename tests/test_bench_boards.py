@@ -126,12 +126,17 @@ def test_bench_json_validates_and_a_failing_configuration_is_recorded(converted,
     bad = [r for r in doc["results"] if not r["ok"]]
     assert len(ok) == 2 and len(bad) == 2
     assert "not a TFLite model" in bad[0]["reason"]
+    from ocrnet_edge.model.network import build_ocrnet
+
+    keras_params = build_ocrnet(TINY).count_params()
     for r in ok:
         for stage in ("source", "preprocess", "invoke", "decode", "total"):
             s = r["stages_ms"][stage]
             assert s["median"] <= s["p90"] <= s["p99"]
         assert r["model"]["macs"] > 0 and r["memory_mb"]["peak"] > 0
         assert r["model"]["backbone"] == f"compact {TINY.width:g}"  # from the card: a user compares backbones
+        # Trained parameters counted from the graph: Keras' count less the BatchNorm statistics folded away.
+        assert 0.8 * keras_params <= r["model"]["parameters"] <= keras_params
     assert doc["emulated"] is False
     report = tmp_path / "rep"
     assert main(["report", str(out), "-o", str(report)]) == 0
