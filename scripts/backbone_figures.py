@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,13 +32,36 @@ BACKBONES = [("compact", 1.0), ("mobilenet_v2", 0.35), ("mobilenet_v2", 0.5), ("
 
 
 def cpu_line() -> str:
+    """The CPU and its int8-relevant flags, as bench records them."""
+    from ocrnet_edge.runtime.system.machine import cpu_flags, cpu_model
+
+    return f"{cpu_model()} ({', '.join(cpu_flags()) or 'no int8 flags'})"
+
+
+def interleaved_invoke_ms(files: dict[str, Path], rounds: int = 5, frames: int = 50, threads: int = 2) -> dict:
+    """Median int8 invoke time per file in ms, rounds interleaved so every file sees the same machine state."""
+    from ocrnet_edge.runtime.engine import Engine, EngineOptions
+
+    engines = {n: Engine.open(f, options=EngineOptions(threads=threads)) for n, f in files.items()}
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    times: dict[str, list[float]] = {n: [] for n in files}
     try:
-        name = next(x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name"))
-        flags = open("/proc/cpuinfo").read()
-        extra = ", ".join(f for f in ("avx512_vnni", "avx2") if f in flags)
-        return f"{name} ({extra})"
-    except (OSError, StopIteration):
-        return platform.machine()
+        for e in engines.values():
+            for _ in range(5):
+                e.backend.invoke()
+        for _ in range(rounds):
+            for n, e in engines.items():
+                e.process(frame)
+                t = []
+                for _ in range(frames):
+                    t0 = time.perf_counter()
+                    e.backend.invoke()
+                    t.append(time.perf_counter() - t0)
+                times[n].append(statistics.median(t) * 1000)
+    finally:
+        for e in engines.values():
+            e.close()
+    return {n: statistics.median(t) for n, t in times.items()}
 
 
 def peak_rss_of_run(model: Path, work: Path, threads: int) -> float:
@@ -67,7 +89,6 @@ def main() -> None:
     from ocrnet_edge.convert.export import keras_to_tflite
     from ocrnet_edge.model.config import ModelConfig
     from ocrnet_edge.model.network import build_ocrnet
-    from ocrnet_edge.runtime.engine import Engine, EngineOptions
     from ocrnet_edge.runtime.modelfile import count_macs, inspect_model, xnnpack_refusals
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -93,26 +114,10 @@ def main() -> None:
                      "macs": int(count_macs(info)), "int8_bytes": path.stat().st_size,
                      "edgetpu_mapped": f"{tpu.mapped_ops}/{tpu.total_ops}", "edgetpu_ok": tpu.ok})
         print(name, rows[-1]["macs"] / 1e6, "MMAC", flush=True)
-    engines = [Engine.open(r["file"], options=EngineOptions(threads=args.threads)) for r in rows]
-    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    times: list[list[float]] = [[] for _ in rows]
-    for e in engines:
-        for _ in range(5):
-            e.backend.invoke()
-    for _ in range(args.rounds):  # interleaved: every model sees the same machine state in each round
-        for i, e in enumerate(engines):
-            e.process(frame)
-            t = []
-            for _ in range(args.frames):
-                t0 = time.perf_counter()
-                e.backend.invoke()
-                t.append(time.perf_counter() - t0)
-            times[i].append(statistics.median(t) * 1000)
-    base = statistics.median(times[0])
-    for e in engines:
-        e.close()
-    for r, t in zip(rows, times):
-        r["invoke_ms"] = statistics.median(t)
+    ms = interleaved_invoke_ms({r["file"]: Path(r["file"]) for r in rows}, args.rounds, args.frames, args.threads)
+    base = ms[rows[0]["file"]]
+    for r in rows:
+        r["invoke_ms"] = ms[r["file"]]
         r["invoke_ratio_to_compact"] = r["invoke_ms"] / base
         r["peak_rss_mb"] = peak_rss_of_run(Path(r["file"]), args.work, args.threads)
     doc = {"cpu": cpu_line(), "size": args.size, "threads": args.threads, "rounds": args.rounds,

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from backbone_figures import cpu_line, interleaved_invoke_ms  # scripts/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parents[1]
 CLI = [str(REPO / ".venv" / "bin" / "ocrnet-edge")]
 CORAL = REPO.parent / "shared" / "peers" / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
@@ -31,36 +33,10 @@ def sh(*args: str) -> None:
         sys.exit(f"failed ({p.returncode}): {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}")
 
 
-def interleaved_invoke_ms(files: dict[str, Path], rounds: int = 5, frames: int = 30, threads: int = 2) -> dict:
-    """Median int8 invoke time per file, rounds interleaved so every file sees the same machine state."""
-    import statistics
-    import time
-
-    import numpy as np
-
-    from ocrnet_edge.runtime.engine import Engine, EngineOptions
-
-    engines = {n: Engine.open(f, options=EngineOptions(threads=threads)) for n, f in files.items()}
-    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    times: dict[str, list[float]] = {n: [] for n in files}
-    for _ in range(rounds):
-        for n, e in engines.items():
-            e.process(frame)
-            t = []
-            for _ in range(frames):
-                t0 = time.perf_counter()
-                e.backend.invoke()
-                t.append(time.perf_counter() - t0)
-            times[n].append(statistics.median(t) * 1000)
-    for e in engines.values():
-        e.close()
-    return {n: round(statistics.median(t), 2) for n, t in times.items()}
-
-
-def cpu_line() -> str:
-    flags = open("/proc/cpuinfo").read()
-    name = next((x.split(":", 1)[1].strip() for x in flags.splitlines() if x.startswith("model name")), "?")
-    return f"{name} ({', '.join(f for f in ('avx512_vnni', 'avx2') if f in flags)})"
+def run_dir(work: Path, name: str) -> Path:
+    """``WORK/<backbone>_<width>/<start>`` of a run named ``"<backbone> <width>, <start> ..."``."""
+    arch, start = name.split(", ", 1)
+    return work / arch.replace(" ", "_") / start.split()[0].lower()
 
 
 def main() -> None:
@@ -89,7 +65,7 @@ def main() -> None:
     }
     out: dict = {"train": args.train, "epochs": args.epochs, "size": args.size, "heldout": args.heldout, "runs": {}}
     for name, extra in runs.items():
-        run = w / name.split(",")[0].replace(" ", "_") / name.split(", ")[1].split()[0].lower()
+        run = run_dir(w, name)
         if not (run / "heldout.json").exists():
             sh("train", "--data", str(data), "--val", str(val), "--out", str(run), "--epochs", str(args.epochs),
                "--seed", "0", "--size", str(args.size), "--quiet", *extra)
@@ -108,10 +84,9 @@ def main() -> None:
     if not ref.exists():
         sh("convert", str(REPO / "models" / "reference" / "model.keras"), "--out", str(ref.parent), "--name", "reference",
            "--quiet")
-    files = {"reference (compact 1.0 at 320)": ref} | {
-        name: w / name.split(",")[0].replace(" ", "_") / name.split(", ")[1].split()[0].lower() / "int8" /
-        "model_int8.tflite" for name in runs}
-    ms = interleaved_invoke_ms(files)
+    files = {"reference (compact 1.0 at 320)": ref} | {name: run_dir(w, name) / "int8" / "model_int8.tflite"
+                                                       for name in runs}
+    ms = {n: round(t, 2) for n, t in interleaved_invoke_ms(files, frames=30).items()}
     for name, t in ms.items():
         if name in out["runs"]:
             out["runs"][name]["invoke_ms"] = t

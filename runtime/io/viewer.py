@@ -21,6 +21,7 @@ import cv2
 
 from ..errors import InputError, OutputError
 from ..results import FrameResult
+from ..system.memory import rss_mb
 from .draw import annotated
 from .frame import Frame
 
@@ -115,8 +116,6 @@ class Viewer:
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         """Offer a new frame and its figures (cheap when nobody watches: nothing is drawn or encoded)."""
-        from ..system.memory import rss_mb
-
         now = time.monotonic()
         self._first = self._first or now
         self._frames += 1
