@@ -129,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_kw = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch, "learning_rate": args.lr,
                                   "seed": args.seed, "val_images": args.val_images, "val_fraction": args.val_fraction,
                                   "init": str(args.init) if args.init else None, "classes": args.classes,
-                                  "pretrained": args.pretrained,
+                                  "pretrained": args.pretrained, "backbone_lr": args.backbone_lr,
                                   "augment": args.augment}.items() if v is not None}
     if args.no_flip:
         train_kw["flip"] = False
@@ -414,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "mobilenet_v1: 0.25, 0.5, 0.75, 1.0)")
     t.add_argument("--pretrained", help="backbone weights: imagenet (Keras fetches them), a Keras .h5 file, or a "
                    ".tflite file with the same backbone (e.g. Coral's mobilenet_v2_1.0_224_quant.tflite)")
+    t.add_argument("--backbone-lr", type=float, metavar="F",
+                   help="with --pretrained: the backbone's learning rate as a fraction of --lr")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch", type=int)
     t.add_argument("--lr", type=float)

@@ -140,6 +140,8 @@ class TrainConfig:
         learning_rate: Peak AdamW learning rate (cosine decay after a linear warm-up).
         weight_decay: AdamW weight decay.
         warmup_epochs: Linear warm-up length.
+        backbone_lr: With ``pretrained``: the backbone's learning rate as a fraction of ``learning_rate``
+            (the neck and heads train at the full rate).
         val_images: Validation images evaluated after each epoch (0 turns validation off).
         seed: Seed of shuffling and augmentation.
         max_mask_samples: Positive locations per image that get a mask loss.
@@ -162,6 +164,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
+    backbone_lr: float = 1.0
     val_images: int = 200
     seed: int = 0
     max_mask_samples: int = 48
@@ -183,6 +186,8 @@ class TrainConfig:
             raise InputError(f"augment must be auto, on or off. Received: {self.augment!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"val_fraction must lie in [0, 1). Received: {self.val_fraction}")
+        if not 0.0 <= self.backbone_lr <= 1.0:
+            raise InputError(f"backbone_lr (--backbone-lr) must lie in [0, 1]. Received: {self.backbone_lr}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1. Received: {getattr(self, name)}")

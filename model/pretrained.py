@@ -248,6 +248,18 @@ def _imagenet_weights(backbone: str, width: float) -> tuple[dict[str, list[np.nd
     return {layer.name: layer.get_weights() for layer in net.layers if layer.get_weights()}, str(cache / name)
 
 
+def _backbone_layer_names(cfg: ModelConfig) -> set[str]:
+    plan = conv_plan(cfg.backbone, cfg.width)
+    return {n for n, _, _ in plan} | {bn for _, bn, _ in plan}
+
+
+def backbone_variables(net, cfg: ModelConfig) -> list:
+    """The trainable variables of ``net``'s standard backbone (its convolutions; the BatchNorm layers of
+    a pretrained backbone are frozen): those that fine-tune at ``TrainConfig.backbone_lr`` times the rate."""
+    names = _backbone_layer_names(cfg)
+    return [v for layer in net.layers if layer.name in names for v in layer.trainable_weights]
+
+
 def load_pretrained(net, cfg: ModelConfig, source: str) -> tuple[str, dict]:
     """Load backbone weights into ``net`` (the model built from ``cfg``) and freeze its BatchNorm layers.
 
@@ -284,8 +296,7 @@ def load_pretrained(net, cfg: ModelConfig, source: str) -> tuple[str, dict]:
             kind = "Keras weights file"
         else:
             raise InputError(f"{path}: --pretrained takes imagenet, a Keras .h5 / .weights.h5 file or a .tflite file")
-    plan = conv_plan(cfg.backbone, cfg.width)
-    backbone_layers = {n for n, _, _ in plan} | {bn for _, bn, _ in plan}
+    backbone_layers = _backbone_layer_names(cfg)
     loaded = 0
     for layer in net.layers:
         if layer.name not in backbone_layers:
@@ -299,7 +310,8 @@ def load_pretrained(net, cfg: ModelConfig, source: str) -> tuple[str, dict]:
         loaded += len(w)
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # inference mode while fine-tuning (see the module docstring)
-    line = (f"--pretrained: loaded {loaded} backbone tensors ({len(plan)} convolutions of {LABEL[cfg.backbone]} "
+    convs = len(conv_plan(cfg.backbone, cfg.width))
+    line = (f"--pretrained: loaded {loaded} backbone tensors ({convs} convolutions of {LABEL[cfg.backbone]} "
             f"width {cfg.width:g}) from {where} ({kind}); its BatchNorm layers stay frozen")
     return line, {"source": source, "file": where, "kind": kind, "tensors": loaded,
                   "backbone": cfg.backbone, "width": cfg.width}

@@ -36,6 +36,7 @@ from .config import LossConfig, TrainConfig, model_config_from_dict, save_json, 
 from .data import Dataset, Record, Rendered, holdout_split, load_dataset, read_rgb, render
 from .io import save_model
 from .network import AUX_COARSE, build_ocrnet
+from .pretrained import backbone_variables
 from .targets import image_targets
 
 TERMS = ("cls", "box", "sem", "aux", "mask")
@@ -279,14 +280,55 @@ def _read_state(out: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+class ScaledAdamW(keras.optimizers.AdamW):
+    """AdamW whose step and weight decay are multiplied by ``scale`` for the variables in ``scaled``.
+
+    A pretrained backbone fine-tunes at a fraction of the neck's and heads' learning rate, so that the
+    first steps, taken while the fresh heads still send large and noisy gradients, do not wash out what
+    it learnt from ImageNet. Adam normalises gradient magnitudes, so scaling the gradients would change
+    nothing: the step itself is scaled. Variables are matched by the optimizer's own key, which holds
+    on the TensorFlow and JAX backends alike.
+    """
+
+    def __init__(self, scaled=(), scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self._scale = float(scale)
+        self._scaled = list(scaled)
+        self._scaled_keys: frozenset = frozenset()
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._scaled_keys = frozenset(self._var_key(v) for v in self._scaled)
+
+    def _is_scaled(self, variable) -> bool:
+        return self._var_key(variable) in self._scaled_keys
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._is_scaled(variable):
+            learning_rate = learning_rate * self._scale
+        super().update_step(gradient, variable, learning_rate)
+
+    def _apply_weight_decay(self, variables):
+        super()._apply_weight_decay([v for v in variables if not self._is_scaled(v)])
+        if self.weight_decay is None:
+            return
+        for v in variables:
+            if self._is_scaled(v) and self._use_weight_decay(v):
+                rate = ops.cast(self.learning_rate, v.dtype) * ops.cast(self.weight_decay * self._scale, v.dtype)
+                v.assign(v - v * rate)
+
+
+def _optimizer(cfg: TrainConfig, steps_per_epoch: int, backbone=()) -> keras.optimizers.Optimizer:
+    """AdamW on a cosine schedule after a linear warm-up; the variables in ``backbone`` (a pretrained
+    backbone's) step at ``cfg.backbone_lr`` times the rate."""
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=cfg.learning_rate * 0.01, decay_steps=max(1, total - warmup), alpha=0.01,
         warmup_target=cfg.learning_rate, warmup_steps=warmup,
     )
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay, clipnorm=10.0)
+    return ScaledAdamW(scaled=backbone, scale=cfg.backbone_lr, learning_rate=schedule,
+                       weight_decay=cfg.weight_decay, clipnorm=10.0)
 
 
 def tasks_supported(ds: Dataset) -> tuple[str, ...]:
@@ -389,7 +431,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
           f"augmentation {'on' if augment else 'off (flips only)'}")
 
     batches = Batches(train_set, cfg, AugmentOptions(enabled=augment, flip=cfg.flip))
-    trainer.compile(optimizer=_optimizer(cfg, len(batches)))
+    backbone_vars = backbone_variables(trainer.net, cfg.model) if cfg.pretrained else []
+    trainer.compile(optimizer=_optimizer(cfg, len(batches), backbone_vars))
     trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
     initial_epoch = 0
     if state.get("epochs_done"):

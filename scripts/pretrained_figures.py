@@ -34,9 +34,10 @@ def sh(*args: str) -> None:
 
 
 def run_dir(work: Path, name: str) -> Path:
-    """``WORK/<backbone>_<width>/<start>`` of a run named ``"<backbone> <width>, <start> ..."``."""
+    """``WORK/<backbone>_<width>/<start>[_lr<F>]`` of a run named ``"<backbone> <width>, <start> ...[, backbone lr F]"``."""
     arch, start = name.split(", ", 1)
-    return work / arch.replace(" ", "_") / start.split()[0].lower()
+    lr = start.split("backbone lr ")[1] if "backbone lr " in start else ""
+    return work / arch.replace(" ", "_") / (start.split()[0].lower() + (f"_lr{lr}" if lr else ""))
 
 
 def main() -> None:
@@ -46,6 +47,8 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--backbone-lr", default="1.0",
+                    help="comma-separated backbone learning-rate fractions for the pretrained start (train --backbone-lr)")
     args = ap.parse_args()
     w = args.work
     w.mkdir(parents=True, exist_ok=True)
@@ -57,9 +60,11 @@ def main() -> None:
     if not held.exists():
         sh("generate", "--out", str(held), "--count", str(args.heldout), "--seed", "20261126", "--size", str(args.size),
            "--quiet")
+    coral = ["--backbone", "mobilenet_v2", "--width", "1.0", "--pretrained", str(CORAL)]
     runs = {
-        "mobilenet_v2 1.0, Coral ImageNet file": ["--backbone", "mobilenet_v2", "--width", "1.0",
-                                                  "--pretrained", str(CORAL)],
+        "mobilenet_v2 1.0, Coral ImageNet file" + (f", backbone lr {f}" if f != "1.0" else ""):
+            [*coral, "--backbone-lr", f] for f in args.backbone_lr.split(",")
+    } | {
         "mobilenet_v2 1.0, random": ["--backbone", "mobilenet_v2", "--width", "1.0"],
         "compact 1.0, random": ["--backbone", "compact", "--width", "1.0"],
     }

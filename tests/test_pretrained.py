@@ -90,6 +90,32 @@ def test_backbone_weights_come_from_the_coral_file():
     assert net.get_layer("block_16_project").trainable
 
 
+def test_the_backbone_steps_at_its_fraction_of_the_learning_rate():
+    """Adam normalises gradients away, so the fraction must scale the step itself (and the weight decay)."""
+    import keras
+
+    from ocrnet_edge.model.train import ScaledAdamW
+
+    backbone, head = keras.Variable(np.ones(4, "float32")), keras.Variable(np.ones(4, "float32"))
+    opt = ScaledAdamW(scaled=[backbone], scale=0.1, learning_rate=1e-2, weight_decay=0.5)
+    for _ in range(3):
+        opt.apply([keras.ops.ones(4), keras.ops.ones(4)], [backbone, head])
+    moved_backbone, moved_head = 1 - np.asarray(backbone), 1 - np.asarray(head)
+    assert (moved_head > 0.02).all()
+    np.testing.assert_allclose(moved_backbone, 0.1 * moved_head, rtol=0.02)
+
+
+def test_backbone_variables_are_the_standard_backbones_convolutions():
+    from ocrnet_edge.model.network import build_ocrnet
+    from ocrnet_edge.model.pretrained import backbone_variables, conv_plan
+
+    cfg = ModelConfig(input_size=SMALL, backbone="mobilenet_v1", width=0.25)
+    net = build_ocrnet(cfg)
+    names = {v.path.split("/")[0] for v in backbone_variables(net, cfg)}
+    assert {n for n, _, _ in conv_plan("mobilenet_v1", 0.25)} <= names
+    assert not names & {"lat3", "lat3_conv", "det_cls", "seg_logits"}, "neck and heads train at the full rate"
+
+
 @needs_peers
 @pytest.mark.parametrize(("path", "backbone", "width", "message"), [
     (V2_FILE, "mobilenet_v2", 0.5, "holds MobileNetV2 width 1, expected MobileNetV2 width 0.5"),
