@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pretrained", help="backbone weights: imagenet (Keras fetches them), a Keras .h5 file, or a "
                    ".tflite file with the same backbone (e.g. Coral's mobilenet_v2_1.0_224_quant.tflite)")
     t.add_argument("--backbone-lr", type=float, metavar="F",
-                   help="with --pretrained: the backbone's learning rate as a fraction of --lr")
+                   help="with --pretrained: the backbone's learning rate as a fraction of --lr (0.1)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch", type=int)
     t.add_argument("--lr", type=float)

@@ -141,7 +141,9 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         warmup_epochs: Linear warm-up length.
         backbone_lr: With ``pretrained``: the backbone's learning rate as a fraction of ``learning_rate``
-            (the neck and heads train at the full rate).
+            (the neck and heads train at the full rate). At the full rate the fresh heads' first,
+            noisy gradients wash out much of what the backbone learnt from ImageNet (README, "Backbones
+            and pretrained weights", has the equal-budget figures).
         val_images: Validation images evaluated after each epoch (0 turns validation off).
         seed: Seed of shuffling and augmentation.
         max_mask_samples: Positive locations per image that get a mask loss.
@@ -164,7 +166,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
-    backbone_lr: float = 1.0
+    backbone_lr: float = 0.1
     val_images: int = 200
     seed: int = 0
     max_mask_samples: int = 48

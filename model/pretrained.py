@@ -11,7 +11,9 @@ convolution, so the BatchNorm after each convolution is set to the identity plus
 
 Fine-tuning keeps the BatchNorm layers of a pretrained backbone in inference mode (frozen), as Keras'
 transfer-learning guide advises: their statistics (or, for a TFLite import, the identity and the folded
-bias) stay as loaded, while every convolution trains. The neck and heads train as usual.
+bias) stay as loaded, while every convolution trains, at ``TrainConfig.backbone_lr`` (``--backbone-lr``,
+0.1) times the learning rate of the neck and heads, which start fresh: at the full rate their first,
+noisy gradients wash out much of what the backbone learnt (``train.ScaledAdamW``).
 """
 
 from __future__ import annotations

@@ -409,6 +409,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         from .pretrained import load_pretrained
 
         pretrained_line, data_record["pretrained"] = load_pretrained(trainer.net, cfg.model, cfg.pretrained)
+        pretrained_line += f"; the backbone fine-tunes at {cfg.backbone_lr:g} x the learning rate"
+        data_record["pretrained"]["backbone_lr"] = cfg.backbone_lr
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

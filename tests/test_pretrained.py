@@ -210,6 +210,27 @@ def test_keras_weights_file(tmp_path):
         load_pretrained(build_ocrnet(other), other, str(path))
 
 
+@needs_peers
+@pytest.mark.slow
+def test_a_pretrained_run_records_its_source_in_the_run_and_the_card(tmp_path, small_dataset, calib_dir, capsys):
+    from ocrnet_edge.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(small_dataset), "--out", str(run), "--epochs", "1", "--size", str(SMALL),
+                 "--backbone", "mobilenet_v1", "--width", "0.5", "--pretrained", str(V1_FILE), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert (f"--pretrained: loaded 135 backbone tensors (27 convolutions of MobileNetV1 width 0.5) from {V1_FILE}"
+            in out), out
+    assert "the backbone fine-tunes at 0.1 x the learning rate" in out
+    record = json.loads((run / "data.json").read_text())["pretrained"]
+    assert record["file"] == str(V1_FILE) and record["backbone_lr"] == 0.1 and record["tensors"] == 135
+    assert json.loads((run / "config.json").read_text())["pretrained"] == str(V1_FILE)
+    assert main(["convert", str(run / "model.keras"), "--out", str(tmp_path / "int8"), "--name", "m",
+                 "--calib", str(calib_dir), "--min-calib", "10", "--no-gate", "--quiet"]) == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "int8" / "m.card.json").read_text())
+    assert card["notes"]["pretrained"]["file"] == str(V1_FILE)
+
+
 def test_pretrained_bad_input_leaves_no_run(tmp_path, small_dataset, capsys):
     from ocrnet_edge.cli import main
 
