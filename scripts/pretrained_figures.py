@@ -1,13 +1,14 @@
 """Equal-budget comparison of a pretrained start (maintainer tooling, not installed).
 
-Three runs on the same generated scenes over real photographs, same epochs and seed, scored on a held-out
+Runs on the same generated scenes over real photographs, same epochs and seed, scored on a held-out
 split with ``eval``: ``mobilenet_v2`` width 1.0 from Coral's quantized ImageNet classifier
-(``--pretrained ../shared/peers/coral/mobilenet_v2_1.0_224_quant.tflite``), the same backbone from random
-weights, and ``compact`` from random weights; each is then converted (``convert``, gated on its validation
-data) for the float32-to-int8 drop.
+(``--pretrained ../shared/peers/coral/mobilenet_v2_1.0_224_quant.tflite``) at each ``--backbone-lr``,
+``mobilenet_v1`` width 0.5 from Coral's ``mobilenet_v1_0.5_160_quant.tflite``, ``mobilenet_v2`` 1.0 from
+random weights, and ``compact`` from random weights; each is then converted (``convert``, gated on its
+validation data) for the float32-to-int8 drop.
 
-Usage: ``.venv/bin/python scripts/pretrained_figures.py WORK [--train 240] [--epochs 6] [--size 256]``;
-prints a Markdown table and writes ``WORK/pretrained.json``.
+Usage: ``.venv/bin/python scripts/pretrained_figures.py WORK [--epochs 6] [--size 256] [--backbone-lr 0.1,1.0]``;
+(also --train 240, --heldout 100); prints a Markdown table and writes ``WORK/pretrained.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from backbone_figures import cpu_line, interleaved_invoke_ms  # scripts/ is on s
 REPO = Path(__file__).resolve().parents[1]
 CLI = [str(REPO / ".venv" / "bin" / "ocrnet-edge")]
 CORAL = REPO.parent / "shared" / "peers" / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
+CORAL_V1 = CORAL.with_name("mobilenet_v1_0.5_160_quant.tflite")
 
 
 def sh(*args: str) -> None:
@@ -47,7 +49,7 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--backbone-lr", default="1.0",
+    ap.add_argument("--backbone-lr", default="0.1,1.0",
                     help="comma-separated backbone learning-rate fractions for the pretrained start (train --backbone-lr)")
     args = ap.parse_args()
     w = args.work
@@ -61,10 +63,11 @@ def main() -> None:
         sh("generate", "--out", str(held), "--count", str(args.heldout), "--seed", "20261126", "--size", str(args.size),
            "--quiet")
     coral = ["--backbone", "mobilenet_v2", "--width", "1.0", "--pretrained", str(CORAL)]
-    runs = {
-        "mobilenet_v2 1.0, Coral ImageNet file" + (f", backbone lr {f}" if f != "1.0" else ""):
-            [*coral, "--backbone-lr", f] for f in args.backbone_lr.split(",")
-    } | {
+    runs = {f"mobilenet_v2 1.0, Coral ImageNet file, backbone lr {f}": [*coral, "--backbone-lr", f]
+            for f in args.backbone_lr.split(",")}
+    runs |= {
+        "mobilenet_v1 0.5, Coral ImageNet file, backbone lr 0.1": ["--backbone", "mobilenet_v1", "--width", "0.5",
+                                                                   "--pretrained", str(CORAL_V1), "--backbone-lr", "0.1"],
         "mobilenet_v2 1.0, random": ["--backbone", "mobilenet_v2", "--width", "1.0"],
         "compact 1.0, random": ["--backbone", "compact", "--width", "1.0"],
     }
