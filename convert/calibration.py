@@ -22,8 +22,9 @@ MIN_IMAGES = 100
 """Fewer usable calibration images than this are refused unless explicitly allowed."""
 DATASET_IMAGES = 200
 """Calibration images sampled from a model's training data."""
-BUNDLED = Path("calibration_data")
-"""The repository's calibration folder (generated-scene models: the reference)."""
+BUNDLED = Path(__file__).resolve().parents[1] / "calibration_data"
+"""The repository's calibration folder (generated-scene models: the reference), found beside the package in
+a checkout whatever the working directory; elsewhere ``./calibration_data``."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ def for_model(model_path: Path, cfg, data_record: dict | None, folder: Path | No
     if folder is not None:
         return scan(folder, min_images), f"folder {folder}"
     if trained_on_scenes(cfg, data_record):
-        return scan(BUNDLED, min_images), f"folder {BUNDLED} (bundled, for generated-scene models)"
+        folder = BUNDLED if BUNDLED.is_dir() else Path("calibration_data")
+        return scan(folder, min_images), f"folder {folder} (bundled, for generated-scene models)"
     if data_record is None:
         raise InputError(f"{model_path}: no record of the data this model was trained on and its classes are not the "
                          "generated scenes'; pass --calib DIR with images of the model's own domain")

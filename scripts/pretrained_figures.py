@@ -94,7 +94,7 @@ def main() -> None:
            "--quiet")
     files = {"reference (compact 1.0 at 320)": ref} | {name: run_dir(w, name) / "int8" / "model_int8.tflite"
                                                        for name in runs}
-    ms = {n: round(t, 2) for n, t in interleaved_invoke_ms(files, frames=30).items()}
+    ms = {n: round(t, 2) for n, t in interleaved_invoke_ms(files, rounds=7, frames=50).items()}
     for name, t in ms.items():
         if name in out["runs"]:
             out["runs"][name]["invoke_ms"] = t

@@ -169,6 +169,14 @@ def test_calibration_folder_limits(tmp_path):
         calibration.scan(tmp_path / "few")
 
 
+def test_a_generated_scene_model_finds_the_bundled_calibration_data_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # convert run from elsewhere than the repository root
+    cal, source = calibration.for_model(tmp_path / "model.keras", None, {"generated": True})
+    assert len(cal.files) >= calibration.MIN_IMAGES
+    assert all(f.parent == REPO / "calibration_data" for f in cal.files)
+    assert source == f"folder {REPO / 'calibration_data'} (bundled, for generated-scene models)"
+
+
 def test_repository_calibration_data_is_complete():
     manifest = json.loads((REPO / "calibration_data" / "manifest.json").read_text())
     assert len(manifest) >= 200
