@@ -4,8 +4,8 @@ Runs on the same generated scenes over real photographs, same epochs and seed, s
 split with ``eval``: ``mobilenet_v2`` width 1.0 from Coral's quantized ImageNet classifier
 (``--pretrained ../shared/peers/coral/mobilenet_v2_1.0_224_quant.tflite``) at each ``--backbone-lr``,
 ``mobilenet_v1`` width 0.5 from Coral's ``mobilenet_v1_0.5_160_quant.tflite``, ``mobilenet_v2`` 1.0 from
-random weights, and ``compact`` from random weights; each is then converted (``convert``, gated on its
-validation data) for the float32-to-int8 drop.
+random weights, and ``compact`` from random weights; each is then converted (``convert``, whose gate
+scores float and int8 on generated scenes) for the float32-to-int8 drop.
 
 Usage: ``.venv/bin/python scripts/pretrained_figures.py WORK [--epochs 6] [--size 256] [--backbone-lr 0.1,1.0]``;
 (also --train 240, --heldout 100); prints a Markdown table and writes ``WORK/pretrained.json``.
@@ -78,7 +78,7 @@ def main() -> None:
             sh("train", "--data", str(data), "--val", str(val), "--out", str(run), "--epochs", str(args.epochs),
                "--seed", "0", "--size", str(args.size), "--quiet", *extra)
             sh("eval", str(run / "model.keras"), "--data", str(held), "--json", str(run / "heldout.json"), "--quiet")
-        if not (run / "int8" / "model.report.json").exists():  # the gate: the recorded validation data
+        if not (run / "int8" / "model.report.json").exists():  # the gate: generated scenes of the held-out seed
             sh("convert", str(run / "model.keras"), "--out", str(run / "int8"), "--name", "model", "--quiet")
         fid = json.loads((run / "int8" / "model.report.json").read_text())["fidelity"]
         m = json.loads((run / "heldout.json").read_text())
