@@ -315,7 +315,7 @@ def load_pretrained(net, cfg: ModelConfig, source: str) -> tuple[str, dict]:
     convs = len(conv_plan(cfg.backbone, cfg.width))
     line = (f"--pretrained: loaded {loaded} backbone tensors ({convs} convolutions of {LABEL[cfg.backbone]} "
             f"width {cfg.width:g}) from {where} ({kind}); its BatchNorm layers stay frozen")
-    return line, {"source": source, "file": where, "kind": kind, "tensors": loaded,
+    return line, {"source": source, "file": str(Path(where).resolve()), "kind": kind, "tensors": loaded,
                   "backbone": cfg.backbone, "width": cfg.width}
 
 

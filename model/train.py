@@ -295,27 +295,20 @@ class ScaledAdamW(keras.optimizers.AdamW):
         self._scale = float(scale)
         self._scaled = list(scaled)
         self._scaled_keys: frozenset = frozenset()
+        # Their decay is applied, scaled, in update_step; Keras' own decay (at the full rate) leaves them out.
+        self.exclude_from_weight_decay(var_list=self._scaled)
 
     def build(self, var_list):
         super().build(var_list)
         self._scaled_keys = frozenset(self._var_key(v) for v in self._scaled)
 
-    def _is_scaled(self, variable) -> bool:
-        return self._var_key(variable) in self._scaled_keys
-
     def update_step(self, gradient, variable, learning_rate):
-        if self._is_scaled(variable):
+        if self._var_key(variable) in self._scaled_keys:
             learning_rate = learning_rate * self._scale
+            if self.weight_decay:
+                rate = ops.cast(learning_rate, variable.dtype) * ops.cast(self.weight_decay, variable.dtype)
+                self.assign_sub(variable, variable * rate)
         super().update_step(gradient, variable, learning_rate)
-
-    def _apply_weight_decay(self, variables):
-        super()._apply_weight_decay([v for v in variables if not self._is_scaled(v)])
-        if self.weight_decay is None:
-            return
-        for v in variables:
-            if self._is_scaled(v) and self._use_weight_decay(v):
-                rate = ops.cast(self.learning_rate, v.dtype) * ops.cast(self.weight_decay * self._scale, v.dtype)
-                v.assign(v - v * rate)
 
 
 def _optimizer(cfg: TrainConfig, steps_per_epoch: int, backbone=()) -> keras.optimizers.Optimizer:
