@@ -84,7 +84,8 @@ class Record:
         categories: (I,) int thing class ids.
         boxes: (I, 4) float32 x0, y0, x1, y1 pixels.
         segmentations: Per instance: polygons (list of flat x, y lists), COCO RLE dict, or None (box only).
-        crowd: ``(box, segmentation or None)`` regions that are neither taught nor scored (COCO ``iscrowd``).
+        crowd: ``(box, segmentation or None)`` regions that are neither taught nor scored (COCO ``iscrowd``),
+            or ``(box, segmentation or None, thing class id)`` where the class is known (VOC ``difficult``).
         stuff: ``(semantic id, segmentation)`` regions of stuff classes.
         semantic_path: Label map file, or None to derive the semantic map from the masks.
         semantic_lut: (256,) uint8 map from label-map values to semantic ids (IGNORE for unknown values).
@@ -281,7 +282,7 @@ def render(rec: Record, p: Placement, with_image: bool = True, image: np.ndarray
             masks[i] = _place_mask(seg, rec, p)
     boxes = rec.boxes.astype(np.float32).reshape(-1, 4) * p.scale + np.array([p.x, p.y, p.x, p.y], np.float32)
     ignore = np.zeros((sh, sw), bool)
-    for box, seg in rec.crowd:
+    for box, seg, *_ in rec.crowd:
         if seg is not None:
             ignore |= _place_mask(seg, rec, p)
         else:
@@ -335,7 +336,7 @@ class Dataset:
         records: Images with their labels.
         thing_classes: Thing classes, in id order.
         stuff_classes: Region classes (semantic map only), in order after the thing classes.
-        format: ``coco``, ``yolo`` or ``labelmap``.
+        format: ``coco``, ``yolo``, ``labelmap`` or ``voc``.
         split: The split read (``train``, ``val``...) or ``all``.
         notes: Lines worth telling the user (dropped annotations, skipped files).
         problems: Problems found (each naming the file); empty unless read with ``skip_bad`` or for a summary.
@@ -383,8 +384,8 @@ class Dataset:
             images.append({"id": r.image_id, "width": r.width, "height": r.height, "file_name": str(r.path)})
             for cat, box, seg in zip(r.categories.tolist(), r.boxes.tolist(), r.segmentations):
                 anns.append(_coco_ann(len(anns) + 1, r, cat, box, seg, crowd=False))
-            for box, seg in r.crowd:
-                anns.append(_coco_ann(len(anns) + 1, r, 0, list(box), seg, crowd=True))
+            for box, seg, *cat in r.crowd:  # without a class, COCO's crowd region counts for the first class
+                anns.append(_coco_ann(len(anns) + 1, r, cat[0] if cat else 0, list(box), seg, crowd=True))
         return {"images": images, "annotations": anns,
                 "categories": [{"id": k + 1, "name": n} for k, n in enumerate(self.thing_classes)]}
 
@@ -515,6 +516,8 @@ def select_classes(ds: Dataset, things: tuple[str, ...] | None, stuff: tuple[str
         records.append(replace(
             r, categories=new_ids[keep].astype(np.int32), boxes=r.boxes[keep],
             segmentations=tuple(s for s, k in zip(r.segmentations, keep) if k),
+            crowd=tuple(c if len(c) < 3 else (*c[:2], int(t_map[c[2]])) for c in r.crowd
+                        if len(c) < 3 or t_map[c[2]] >= 0),
             stuff=tuple((int(sem_map[sid]), seg) for sid, seg in r.stuff if sem_map[sid] not in (0, IGNORE)),
             semantic_lut=lut if r.semantic_path is not None else None,
         ))

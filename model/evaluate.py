@@ -24,6 +24,7 @@ from ocrnet_edge.runtime.preprocess import preprocess_into
 from ocrnet_edge.runtime.quant import Quant
 from ocrnet_edge.runtime.results import FrameResult
 
+from .breakdown import OPERATING_SCORE, error_breakdown, worst_images, write_error_preview
 from .data import Dataset, Record, encode_rle
 
 EVAL_DECODE = DecodeOptions(score_threshold=0.05, iou_threshold=0.6, max_detections=100)
@@ -32,16 +33,16 @@ EVAL_DECODE = DecodeOptions(score_threshold=0.05, iou_threshold=0.6, max_detecti
 METRIC_KEYS = ("box_ap", "box_ap50", "mask_ap", "mask_ap50", "miou", "precision_at_recall50", "recall_at_precision50")
 
 
-def _coco_eval(gt: COCO, dets: list[dict], iou_type: str) -> tuple[np.ndarray, dict]:
+def _coco_eval(gt: COCO, dets: list[dict], iou_type: str) -> tuple[np.ndarray, dict, COCOeval_faster | None]:
     if not dets:
-        return np.zeros(12), {}
+        return np.zeros(12), {}, None
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(dets)
         ev = COCOeval_faster(gt, dt, iouType=iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return np.asarray(ev.stats, dtype=np.float64), ev.eval
+    return np.asarray(ev.stats, dtype=np.float64), ev.eval, ev
 
 
 def _pr_figures(ev: dict, gt: COCO) -> tuple[float, float]:
@@ -91,7 +92,8 @@ def _per_class_ap(ev: dict, n: int, gt: COCO | None = None) -> list[float | None
 
 
 def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResult]],
-                     heads: set[str] | None = None) -> dict:
+                     heads: set[str] | None = None, preview: Path | str | None = None, preview_count: int = 16,
+                     score_threshold: float = OPERATING_SCORE) -> dict:
     """Score decoded results against a dataset's ground truth, on what its labels support.
 
     Box AP is scored on images with boxes, mask AP on images with instance masks, mIoU on images
@@ -103,10 +105,14 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
         results: ``(record, frame result)`` for every record to score.
         heads: The model's heads (``detect``, ``semantic``, ``instance``), read once ``results`` is
             consumed (a producer may fill it as it goes); None: all three.
+        preview: Folder for the worst images drawn (:func:`model.breakdown.write_error_preview`), or None.
+        preview_count: Images in the preview.
+        score_threshold: Score at which the error breakdown counts detections (the runtime's default).
 
     Returns:
         A JSON-ready dict with :data:`METRIC_KEYS` (None where skipped), per-class AP and IoU, the
-        image counts and ``skipped``.
+        image counts, ``errors`` (:func:`model.breakdown.error_breakdown`, with the worst images; None
+        without boxes to score), ``preview`` (the files written) and ``skipped``.
     """
     names = dataset.thing_classes
     cat_of = {n: k + 1 for k, n in enumerate(names)}
@@ -120,11 +126,12 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
         for d in res.detections:
             x0, y0, x1, y1 = d.box
             cat = cat_of[d.label]
-            box_dets.append({"image_id": rec.image_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                             "score": d.score})
+            det = {"image_id": rec.image_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d.score}
+            box_dets.append(det)
             if d.has_mask:
+                det["mask"] = encode_rle(d.mask())  # for the mask IoU of the objects found (model.breakdown)
                 mask_dets.append({"image_id": rec.image_id, "category_id": cat, "score": d.score,
-                                  "segmentation": encode_rle(d.mask())})
+                                  "segmentation": det["mask"]})
         if rec.supervision.semantic:
             sem = res.semantic_frame()
             if sem is not None:
@@ -147,13 +154,15 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
         else:
             with contextlib.redirect_stdout(io.StringIO()):
                 gt = COCO(gt_dict)
-            stats, ev = _coco_eval(gt, [d for d in dets if d["image_id"] in {im["id"] for im in gt_dict["images"]}],
-                                   iou_type)
-            return stats, ev, gt, len(gt_dict["images"])
-        return None, None, None, 0
+            stats, ev, evaluator = _coco_eval(
+                gt, [d for d in dets if d["image_id"] in {im["id"] for im in gt_dict["images"]}], iou_type)
+            return stats, ev, gt, len(gt_dict["images"]), evaluator
+        return None, None, None, 0, None
 
-    box_stats, box_eval, box_gt, n_box = scored("boxes", box_dets, "bbox", "box_ap", "detect" in heads, "detection")
-    mask_stats, mask_eval, mask_gt, n_mask = scored("masks", mask_dets, "segm", "mask_ap", "instance" in heads, "instance")
+    box_stats, box_eval, box_gt, n_box, box_ev = scored("boxes", box_dets, "bbox", "box_ap", "detect" in heads,
+                                                        "detection")
+    mask_stats, mask_eval, mask_gt, n_mask, mask_ev = scored("masks", mask_dets, "segm", "mask_ap", "instance" in heads,
+                                                             "instance")
     out["images_scored"] = {"boxes": n_box, "masks": n_mask, "semantic": sem_images}
     if box_stats is not None:
         p_r50, r_p50 = _pr_figures(box_eval, box_gt)
@@ -179,6 +188,16 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
                            else "no image of this dataset has a semantic map")
     box_pc, mask_pc = _per_class_ap(box_eval, len(names), box_gt), _per_class_ap(mask_eval, len(names), mask_gt)
     out["per_class_ap"] = {n: {"box": b, "mask": m} for n, b, m in zip(names, box_pc, mask_pc)}
+    out["errors"], out["preview"] = None, []
+    if box_gt is not None:
+        errors, per_image = error_breakdown(box_gt, box_ev, names, sub, mask_ev, score_threshold)
+        paths = {r.image_id: str(r.path) for r in sub.records}
+        errors["worst_images"] = [{"image": paths[e.image_id], "missed": e.missed, "false_positives": e.false_positives}
+                                  for e in worst_images(per_image, 10)]
+        out["errors"] = errors
+        if preview is not None:
+            files = write_error_preview(sub, per_image, names, preview, preview_count, score_threshold)
+            out["preview"] = [str(f) for f in files]
     out["skipped"] = skipped
     return out
 
@@ -229,8 +248,10 @@ def evaluate_outputs(
     quants: Mapping[str, Quant] | None = None,
     options: DecodeOptions = EVAL_DECODE,
     progress: bool = True,
+    **breakdown,
 ) -> dict:
-    """Decode model outputs with the runtime's decoder and score them."""
+    """Decode model outputs with the runtime's decoder and score them (``breakdown``: ``preview``,
+    ``preview_count``, ``score_threshold`` of :func:`evaluate_results`)."""
     heads: set[str] = set()
 
     def results():
@@ -239,7 +260,7 @@ def evaluate_outputs(
                 heads.update(heads_of(outputs))
             yield rec, decode_outputs(outputs, transform, dataset.class_names, options, quants, seg_stride=SEG_STRIDE)
 
-    return evaluate_results(dataset, results(), heads)
+    return evaluate_results(dataset, results(), heads, **breakdown)
 
 
 def heads_of(outputs: Mapping[str, np.ndarray]) -> set[str]:
@@ -254,9 +275,10 @@ def heads_of(outputs: Mapping[str, np.ndarray]) -> set[str]:
     return heads
 
 
-def evaluate_keras(net, dataset: Dataset, progress: bool = True, options: DecodeOptions = EVAL_DECODE) -> dict:
-    """Evaluate a Keras model (float) on a dataset."""
-    return evaluate_outputs(dataset, keras_outputs(net, dataset), None, options, progress)
+def evaluate_keras(net, dataset: Dataset, progress: bool = True, options: DecodeOptions = EVAL_DECODE,
+                   **breakdown) -> dict:
+    """Evaluate a Keras model (float) on a dataset (``breakdown`` as for :func:`evaluate_outputs`)."""
+    return evaluate_outputs(dataset, keras_outputs(net, dataset), None, options, progress, **breakdown)
 
 
 def write_metrics(metrics: dict, path: Path | str, extra: Mapping | None = None) -> None:

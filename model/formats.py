@@ -15,6 +15,8 @@
   PNG class ids at the image's resolution, matched by file stem) and ``DIR/classes.txt`` (line ``k``
   names class id ``k``; ``255`` is ignored). Every class is a region class; a class named
   ``background`` is the background.
+- **Pascal VOC XML** (the VOC devkit's layout, LabelImg's, Roboflow's): box labels, read by
+  :mod:`model.voc`.
 
 Every reader returns a :class:`~model.data.Dataset` whose ``problems`` name the file (and line) of
 each problem found; :func:`model.data.load_dataset` decides whether they are fatal.
@@ -31,6 +33,7 @@ import numpy as np
 from ocrnet_edge.runtime.errors import InputError
 
 from .data import IGNORE, Dataset, Record, Supervision, norm_name, to_rle
+from .voc import VocLayout, find_voc, read_voc, voc_splits
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EDGE_TOLERANCE = 0.01
@@ -91,6 +94,8 @@ def available_splits(path: Path) -> tuple[str, ...]:
     if kind == "labelmap":
         splits = tuple(s for s in ("train", "val", "test") if (path / "images" / s).is_dir())
         return splits or ("all",)
+    if kind == "voc":
+        return voc_splits(found)
     return ("all",)
 
 
@@ -106,10 +111,12 @@ def read_any(path: Path, split: str = "train", check_images: bool = True) -> Dat
         return read_yolo(found, split, check_images)
     if kind == "labelmap":
         return read_labelmaps(Path(path), split, check_images)
+    if kind == "voc":
+        return read_voc(found, split, check_images)
     return read_coco(_coco_file(Path(path), split) if found is None else found, Path(path), check_images, split)
 
 
-def _locate(path: Path) -> tuple[str, Path | None]:
+def _locate(path: Path) -> tuple[str, Path | VocLayout | None]:
     if path.is_file():
         if path.suffix.lower() == ".json":
             return "coco", path
@@ -123,14 +130,21 @@ def _locate(path: Path) -> tuple[str, Path | None]:
             return "yolo", path / name
     if (path / "classes.txt").is_file() and (path / "labels").is_dir() and (path / "images").is_dir():
         return "labelmap", None
+    voc = find_voc(path, loose=False)  # Annotations/*.xml: VOC even if a stray .json lies beside it
+    if voc is not None:
+        return "voc", voc
     if coco_split_files(path):
         return "coco", None
+    voc = find_voc(path)  # XMLs beside their images, or in Roboflow's split folders
+    if voc is not None:
+        return "voc", voc
     yamls = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
     if len(yamls) == 1:
         return "yolo", yamls[0]
     raise InputError(
         f"{path}: no dataset found; expected a COCO annotations JSON (annotations.json, annotations/*.json, "
-        "result.json or train/_annotations.coco.json), a YOLO data.yaml, or images/ + labels/ + classes.txt (label maps)"
+        "result.json or train/_annotations.coco.json), a YOLO data.yaml, images/ + labels/ + classes.txt (label maps), "
+        "or Pascal VOC XML (Annotations/ + JPEGImages/, or an .xml beside each image)"
     )
 
 

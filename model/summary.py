@@ -107,7 +107,8 @@ def format_summary(doc: dict) -> str:
             lines.append("  images showing each region class: "
                          + ", ".join(f"{n}: {c}" for n, c in d["region_classes_in_images"].items()))
         if d["crowd_regions"]:
-            lines.append(f"  crowd regions (ignored in training and scoring): {d['crowd_regions']}")
+            kind = "difficult objects" if doc.get("format") == "voc" else "crowd regions"
+            lines.append(f"  {kind} (ignored in training and scoring): {d['crowd_regions']}")
         lines.append(f"  images without labels: {d['images_without_labels']}"
                      + (" (taught as: nothing to detect here)" if d["images_without_labels"] and things else ""))
         lines.append("  teaches: " + "; ".join(f"{k}: {v}" for k, v in d["teaches"].items()))
