@@ -4,16 +4,23 @@ Geometry is one :class:`~model.data.Placement` per image (random scale and crop 
 runtime's letterbox, optional mirror), applied by :func:`model.data.render` to the image and every
 label at once, so boxes, instance masks and label maps stay consistent. Without augmentation the
 placement is exactly the runtime's letterbox: training sees what the device sees.
+
+Two augmentations combine images, as real-photo detectors train: :func:`mosaic` (four images in the
+four corners of one input, each rendered with its labels into its own tile) and :func:`copy_paste`
+(objects of one image pasted onto another through their masks, labels moving with the pixels).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .data import Placement, Record
+from ocrnet_edge.runtime.preprocess import PAD_VALUE
+
+from .data import IGNORE, MIN_VISIBLE, Placement, Record, Rendered, read_rgb, render
 
 
 @dataclass(frozen=True)
@@ -83,3 +90,120 @@ def photometric(img: np.ndarray, rng: np.random.Generator, opts: AugmentOptions)
         k = int(rng.choice([3, 5]))
         out = cv2.GaussianBlur(out, (k, k), 0)
     return out
+
+
+MOSAIC_CENTRE = (0.25, 0.75)
+"""Range of the mosaic's centre, as a share of the input side (every tile at least a quarter wide)."""
+MOSAIC_ZOOM = (0.5, 1.0)
+"""Zoom of each mosaic tile's image relative to its letterbox scale (log-uniform)."""
+
+
+def mosaic(records: Sequence[Record], size: int, rng: np.random.Generator, opts: AugmentOptions) -> Rendered:
+    """Four images in one ``size`` x ``size`` input, one per corner around a random centre.
+
+    Each image is rendered with every label into its own tile (:func:`model.data.render`, so objects
+    cut by the tile's edge keep their visible part and are dropped below :data:`~model.data.MIN_VISIBLE`
+    of their box), with its inner corner at the centre; its zoom follows :data:`MOSAIC_ZOOM` times
+    ``opts.scale``'s middle. Boxes of objects with masks shrink to their visible mask.
+
+    Args:
+        records: Four records with the same supervision.
+        size: Input side.
+        rng: Draws the centre, zooms, flips and colours.
+        opts: Augmentation options (flip, colour changes).
+
+    Returns:
+        A :class:`~model.data.Rendered` whose labels lie inside the input, each mask inside its box.
+    """
+    cx = int(rng.uniform(*MOSAIC_CENTRE) * size)
+    cy = int(rng.uniform(*MOSAIC_CENTRE) * size)
+    tiles = ((0, 0, cx, cy), (cx, 0, size - cx, cy), (0, cy, cx, size - cy), (cx, cy, size - cx, size - cy))
+    image = np.full((size, size, 3), PAD_VALUE, np.uint8)
+    sem = np.full((size, size), IGNORE, np.uint8)
+    ignore = np.zeros((size, size), bool)
+    boxes, cats, masks, valid = [], [], [], []
+    mid = float(np.sqrt(opts.scale[0] * opts.scale[1]))
+    for k, (rec, (x0, y0, w, h)) in enumerate(zip(records, tiles)):
+        base = Placement.letterbox(rec.width, rec.height, size).scale
+        s = base * mid * float(np.exp(rng.uniform(np.log(MOSAIC_ZOOM[0]), np.log(MOSAIC_ZOOM[1]))))
+        nw, nh = max(1, round(rec.width * s)), max(1, round(rec.height * s))
+        # The image's inner corner sits at the mosaic centre: tiles left of it are right-aligned, etc.
+        px = w - nw if k in (0, 2) else 0
+        py = h - nh if k in (0, 1) else 0
+        p = Placement(s, px, py, w, h, bool(opts.flip and rng.random() < 0.5))
+        pixels = photometric(read_rgb(rec.path, reduce_factor(rec, p)), rng, opts)
+        r = render(rec, p, image=pixels)
+        image[y0 : y0 + h, x0 : x0 + w] = r.image
+        sem[y0 : y0 + h, x0 : x0 + w] = r.semantic
+        ignore[y0 : y0 + h, x0 : x0 + w] = r.ignore
+        full = np.zeros((len(r.categories), size, size), bool)
+        full[:, y0 : y0 + h, x0 : x0 + w] = r.masks
+        boxes.append(r.boxes + np.array([x0, y0, x0, y0], np.float32))
+        cats.append(r.categories)
+        masks.append(full)
+        valid.append(r.mask_valid)
+    out = Rendered(image, np.concatenate(boxes).reshape(-1, 4), np.concatenate(cats).astype(np.int32),
+                   np.concatenate(masks), np.concatenate(valid).astype(bool), sem, ignore)
+    return _fit_boxes_to_masks(out, np.ones(len(out.categories), bool), np.zeros(len(out.categories)))
+
+
+def _fit_boxes_to_masks(r: Rendered, changed: np.ndarray, old_area: np.ndarray) -> Rendered:
+    """Shrink the boxes of ``changed`` objects with masks to their visible mask; drop those whose mask
+    is gone or (where ``old_area`` is known) kept less than :data:`~model.data.MIN_VISIBLE` of it."""
+    keep = np.ones(len(r.categories), bool)
+    boxes = r.boxes.copy()
+    for i in np.nonzero(changed & r.mask_valid)[0]:
+        ys, xs = np.nonzero(r.masks[i])
+        if len(xs) == 0 or len(xs) < MIN_VISIBLE * old_area[i]:
+            keep[i] = False
+            continue
+        b = boxes[i]
+        boxes[i] = (max(b[0], xs.min()), max(b[1], ys.min()), min(b[2], xs.max() + 1), min(b[3], ys.max() + 1))
+        keep[i] = (boxes[i, 2:] - boxes[i, :2]).min() >= 2
+    return Rendered(r.image, boxes[keep], r.categories[keep], r.masks[keep], r.mask_valid[keep], r.semantic, r.ignore)
+
+
+COPY_SHARE = 0.5
+"""Share of the donor's objects pasted (at least one)."""
+
+
+def copy_paste(dst: Rendered, src: Rendered, rng: np.random.Generator) -> Rendered:
+    """Paste objects of ``src`` onto ``dst`` through their masks (copy-paste augmentation).
+
+    Every pasted pixel takes the pasted object's image value, semantic class and instance; objects of
+    ``dst`` lose the pixels now covered (their boxes shrink to what stays visible, and an object left
+    with less than :data:`~model.data.MIN_VISIBLE` of its mask is dropped). ``dst`` is returned as it is
+    when it holds objects without masks (what they lose cannot be known) or ``src`` has no mask to paste.
+
+    Args:
+        dst: The image being trained on, rendered at the input.
+        src: A donor image rendered at the same input size.
+        rng: Which objects are pasted.
+
+    Returns:
+        A new :class:`~model.data.Rendered`.
+    """
+    cand = [i for i in range(len(src.categories)) if src.mask_valid[i] and src.masks[i].any()]
+    if not cand or dst.image is None or src.image is None or not dst.mask_valid.all():
+        return dst
+    chosen = [i for i in cand if rng.random() < COPY_SHARE] or [int(rng.choice(cand))]
+    image, sem, ignore = dst.image.copy(), dst.semantic.copy(), dst.ignore.copy()
+    masks = dst.masks.copy()
+    old_area = masks.sum(axis=(1, 2)).astype(np.float64)
+    pasted = np.zeros(sem.shape, bool)
+    for i in chosen:  # later objects cover earlier ones, as in the donor's own order
+        m = src.masks[i]
+        image[m] = src.image[m]
+        sem[m] = src.categories[i] + 1
+        ignore[m] = False
+        pasted |= m
+    new_masks = src.masks[chosen].copy()
+    for j in range(len(chosen) - 1):  # a pasted object covered by one pasted after it
+        new_masks[j] &= ~np.any(new_masks[j + 1 :], axis=0)
+    masks &= ~pasted
+    changed = np.concatenate([old_area != masks.sum(axis=(1, 2)), np.ones(len(chosen), bool)])
+    out = Rendered(image, np.concatenate([dst.boxes, src.boxes[chosen]]).astype(np.float32),
+                   np.concatenate([dst.categories, src.categories[chosen]]).astype(np.int32),
+                   np.concatenate([masks, new_masks]), np.ones(len(changed), bool), sem, ignore)
+    area = np.concatenate([old_area, src.masks[chosen].sum(axis=(1, 2))])
+    return _fit_boxes_to_masks(out, changed, area)

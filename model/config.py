@@ -110,6 +110,30 @@ class ModelConfig:
         """The same architecture at another input size (weights carry over unchanged)."""
         return dataclasses.replace(self, input_size=size)
 
+    def with_preset(self, name: str) -> ModelConfig:
+        """The same model at one of the :data:`SIZE_PRESETS` (neck, head, prototype and OCR channels).
+
+        Raises:
+            InputError: ``name`` is not a preset.
+        """
+        if name not in SIZE_PRESETS:
+            raise InputError(f"size preset must be one of {list(SIZE_PRESETS)}. Received: {name!r}")
+        return dataclasses.replace(self, **SIZE_PRESETS[name])
+
+
+SIZE_PRESETS: dict[str, dict[str, int]] = {
+    "n": {"neck_channels": 64, "head_channels": 64, "num_protos": 16, "ocr_channels": 32},
+    "s": {"neck_channels": 128, "head_channels": 96, "num_protos": 24, "ocr_channels": 48},
+    "m": {"neck_channels": 192, "head_channels": 128, "num_protos": 32, "ocr_channels": 64},
+}
+"""Model sizes (``train --size-preset``), as Ultralytics users know them: nano, small, medium.
+
+Each scales the FPN neck (whose channels still split a quarter to detection, three quarters to
+segmentation), the detection head, the mask prototypes and OCR's attention together; the backbone is
+chosen apart (``--backbone``, ``--width``). ``n`` is the reference model's neck and heads: its detection
+branch sees 16 channels; ``s`` gives it 32 and ``m`` 48.
+"""
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -135,11 +159,27 @@ class TrainConfig:
     """A training run.
 
     Attributes:
-        epochs: Passes over the training set.
+        epochs: Passes over the training set; 0: the run is counted in optimisation steps (``steps``).
+            An epoch count validates after every pass, as before steps existed.
+        steps: Optimisation steps of the whole run (with ``epochs`` 0); 0: :func:`auto_steps` of the
+            training set's size, so that a small set trains for many more passes than a large one.
         batch_size: Images per step.
         learning_rate: Peak AdamW learning rate (cosine decay after a linear warm-up).
         weight_decay: AdamW weight decay.
-        warmup_epochs: Linear warm-up length.
+        warmup_epochs: Linear warm-up length in passes; counted in steps, the warm-up lasts at least
+            :data:`WARMUP_SHARE` of the run.
+        val_every: Steps between validations when counted in steps (0: a pass, and at least
+            1/:data:`VALIDATIONS` of the run).
+        ema_decay: Exponential moving average of the weights, used for validation and saved as the
+            model (0: off). The decay ramps up as ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t``,
+            so the first, poor weights leave the average quickly.
+        patience: Stop when this many validations in a row have not improved the best score (0: never).
+        mosaic: Share of training images made as a mosaic of four (see :func:`model.augment.mosaic`).
+        copy_paste: Share of training images that get objects of another image pasted in with their
+            masks (see :func:`model.augment.copy_paste`).
+        multi_scale: Multi-scale training: each batch's zoom is multiplied by one factor drawn
+            log-uniformly from ``[1 / (1 + m), 1 + m]`` (0: off). The graph's input is static (the
+            Edge TPU wants it so), so the scale varies inside the fixed input instead of the input size.
         backbone_lr: With ``pretrained``: the backbone's learning rate as a fraction of ``learning_rate``
             (the neck and heads train at the full rate). At the full rate the fresh heads' first,
             noisy gradients wash out much of what the backbone learnt from ImageNet (README, "Backbones
@@ -161,11 +201,18 @@ class TrainConfig:
         skip_bad: Skip files with problems instead of refusing the dataset.
     """
 
-    epochs: int = 30
+    epochs: int = 0
+    steps: int = 0
     batch_size: int = 16
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
+    val_every: int = 0
+    ema_decay: float = 0.0
+    patience: int = 0
+    mosaic: float = 0.0
+    copy_paste: float = 0.0
+    multi_scale: float = 0.0
     backbone_lr: float = 0.1
     val_images: int = 200
     seed: int = 0
@@ -190,9 +237,79 @@ class TrainConfig:
             raise InputError(f"val_fraction must lie in [0, 1). Received: {self.val_fraction}")
         if not 0.0 <= self.backbone_lr <= 1.0:
             raise InputError(f"backbone_lr (--backbone-lr) must lie in [0, 1]. Received: {self.backbone_lr}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1. Received: {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be at least 1. Received: {self.batch_size}")
+        for name in ("epochs", "steps", "val_every", "patience"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be 0 or more. Received: {getattr(self, name)}")
+        if self.epochs and self.steps:
+            raise InputError(f"epochs and steps both give the run's length; choose one. "
+                             f"Received: epochs={self.epochs}, steps={self.steps}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise InputError(f"ema_decay must lie in [0, 1) (0: off). Received: {self.ema_decay}")
+        for name in ("mosaic", "copy_paste"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"{name} is a share of images and must lie in [0, 1]. Received: {getattr(self, name)}")
+        if not 0.0 <= self.multi_scale <= 1.0:
+            raise InputError(f"multi_scale must lie in [0, 1]. Received: {self.multi_scale}")
+
+
+AUTO_MIN_STEPS = 1000
+"""Steps of a run on a small set when nothing says how long (:func:`auto_steps`)."""
+AUTO_MIN_EPOCHS = 20
+"""Passes of a run on a large set when nothing says how long."""
+WARMUP_SHARE = 0.03
+"""The warm-up lasts at least this share of the run."""
+VALIDATIONS = 20
+"""Validations in a run counted in steps, at most (one per pass on a large set)."""
+
+
+def auto_steps(images: int, batch_size: int) -> int:
+    """Optimisation steps of a run whose length nobody gave: at least :data:`AUTO_MIN_STEPS`, and at
+    least :data:`AUTO_MIN_EPOCHS` passes. A 60-image set (3 steps a pass at batch 16) gets 333 passes,
+    a 6,000-image set 20: a small set needs many passes to converge, a large one fewer."""
+    per_pass = max(1, images // batch_size)
+    return max(AUTO_MIN_STEPS, AUTO_MIN_EPOCHS * per_pass)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run is and when it validates.
+
+    Attributes:
+        total_steps: Optimisation steps of the whole run.
+        steps_per_pass: Steps of one pass over the training set.
+        round_steps: Steps between validations (a Keras "epoch"; a pass when counted in epochs).
+        rounds: Validations (Keras epochs) of the run.
+        warmup_steps: Steps of the linear warm-up before the cosine decay.
+    """
+
+    total_steps: int
+    steps_per_pass: int
+    round_steps: int
+    rounds: int
+    warmup_steps: int
+
+    @property
+    def passes(self) -> float:
+        """Passes over the training set (epochs in the usual sense)."""
+        return self.total_steps / self.steps_per_pass
+
+
+def plan_schedule(images: int, cfg: TrainConfig) -> Schedule:
+    """The run's length, validation rounds and warm-up for a training set of ``images`` images."""
+    per_pass = max(1, images // cfg.batch_size)
+    if cfg.epochs:
+        total, round_steps = cfg.epochs * per_pass, per_pass
+    else:
+        total = cfg.steps or auto_steps(images, cfg.batch_size)
+        round_steps = cfg.val_every or max(per_pass, -(-total // VALIDATIONS))
+        round_steps = min(round_steps, total)
+    rounds = -(-total // round_steps)
+    warmup = max(1, int(cfg.warmup_epochs * per_pass))
+    if not cfg.epochs:  # counted in epochs, the warm-up stays what it always was
+        warmup = max(warmup, int(WARMUP_SHARE * total))
+    return Schedule(rounds * round_steps, per_pass, round_steps, rounds, min(warmup, max(1, total - 1)))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,8 +32,17 @@ from ocrnet_edge.runtime.decode.detect import anchor_points
 from ocrnet_edge.runtime.errors import InputError, OutputError
 
 from . import losses
-from .augment import AugmentOptions, photometric, placement, reduce_factor
-from .config import LossConfig, TrainConfig, model_config_from_dict, save_json, to_dict, train_config_from_dict
+from .augment import AugmentOptions, copy_paste, mosaic, photometric, placement, reduce_factor
+from .config import (
+    LossConfig,
+    Schedule,
+    TrainConfig,
+    model_config_from_dict,
+    plan_schedule,
+    save_json,
+    to_dict,
+    train_config_from_dict,
+)
 from .data import Dataset, Record, Rendered, holdout_split, load_dataset, read_rgb, render
 from .io import save_model
 from .network import AUX_COARSE, build_ocrnet
@@ -102,48 +112,87 @@ class OCRNetTrainer(keras.Model):
 class Batches(keras.utils.PyDataset):
     """Batches of (pixels, targets) from a dataset, augmented on the fly (see :mod:`model.augment`).
 
-    Each image's augmentation draws from its own generator seeded by (seed, epoch, image), so a run
-    is reproducible whatever the order or the number of workers.
+    The stream of steps runs pass after pass over the dataset, each pass in its own seeded order; a
+    Keras epoch (a *round*, after which the run validates) is ``round_steps`` steps of that stream,
+    one pass unless told otherwise. Each image's augmentation draws from its own generator seeded by
+    (seed, pass, image), so a run is reproducible whatever the order or the number of workers.
+
+    Args:
+        dataset: Training images.
+        cfg: The run (batch size, seed, mosaic, copy-paste and multi-scale shares).
+        augment: Geometry and colour options (off: the runtime's letterbox).
+        shuffle: A new order for every pass.
+        round_steps: Steps per Keras epoch (default: one pass).
     """
 
     def __init__(self, dataset: Dataset, cfg: TrainConfig, augment: AugmentOptions | None = None,
-                 shuffle: bool = True, **kwargs):
+                 shuffle: bool = True, round_steps: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.dataset = dataset
         self.cfg = cfg
         self.shuffle = shuffle
         self.augment = augment or AugmentOptions(enabled=False, flip=False)
+        self.steps_per_pass = max(1, len(dataset) // cfg.batch_size)
+        self.round_steps = round_steps or self.steps_per_pass
         self.epoch = 0
-        self.order = np.arange(len(dataset))
-        self._reorder()
+        self._orders: dict[int, np.ndarray] = {}
+        sup = [r.supervision for r in dataset.records]
+        # Mosaic partners share the image's supervision, so each tile teaches what the whole does.
+        self._alike = {s: np.array([i for i, t in enumerate(sup) if t == s]) for s in set(sup)}
+        self._donors = np.array([i for i, t in enumerate(sup) if t.masks])
 
-    def _reorder(self) -> None:
-        if self.shuffle:
-            self.order = np.random.default_rng([self.cfg.seed, self.epoch]).permutation(len(self.dataset))
+    def _order(self, pass_: int) -> np.ndarray:
+        if pass_ not in self._orders:
+            n = len(self.dataset)
+            order = np.random.default_rng([self.cfg.seed, pass_]).permutation(n) if self.shuffle else np.arange(n)
+            self._orders = {pass_: order}
+        return self._orders[pass_]
 
     def __len__(self) -> int:
-        return max(1, len(self.dataset) // self.cfg.batch_size)
+        return self.round_steps
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
-        self._reorder()
 
     def __getitem__(self, index: int):
         bs, m = self.cfg.batch_size, self.cfg.model
-        idx = self.order[index * bs : (index + 1) * bs]
+        step = self.epoch * self.round_steps + index
+        pass_, k = divmod(step, self.steps_per_pass)
+        order = self._order(pass_)
+        idx = order[k * bs : (k + 1) * bs]
         if len(idx) < bs:  # fewer images than a batch: repeat them
-            idx = np.resize(self.order, bs)
+            idx = np.resize(order, bs)
+        augment = self.augment
+        if augment.enabled and self.cfg.multi_scale:
+            # One zoom factor for the whole batch, as multi-scale training changes the input size per batch.
+            lim = np.log1p(self.cfg.multi_scale)
+            f = float(np.exp(np.random.default_rng([self.cfg.seed, pass_, k, 1]).uniform(-lim, lim)))
+            augment = dataclasses.replace(augment, scale=(augment.scale[0] * f, augment.scale[1] * f))
         xs, ys = [], []
         for i in idx:
-            rng = np.random.default_rng([self.cfg.seed, self.epoch, int(i)])
-            r = prepare_record(self.dataset.records[int(i)], m.input_size, rng, self.augment)
+            rec = self.dataset.records[int(i)]
+            rng = np.random.default_rng([self.cfg.seed, pass_, int(i)])
+            r = self._render(rec, m.input_size, rng, augment)
             xs.append(r.image)
             ys.append(image_targets(r.boxes, r.categories, r.masks, r.semantic, m.input_size, tuple(m.strides),
-                                    self.cfg.max_mask_samples, rng, r.mask_valid, r.ignore,
-                                    self.dataset.records[int(i)].supervision.boxes))
+                                    self.cfg.max_mask_samples, rng, r.mask_valid, r.ignore, rec.supervision.boxes))
         x = np.stack(xs).astype(np.float32)
         y = {k: np.stack([t[k] for t in ys]) for k in ys[0]}
         return x, y
+
+    def _render(self, rec: Record, size: int, rng: np.random.Generator, augment: AugmentOptions) -> Rendered:
+        """One training image: mosaic and copy-paste with their shares (augmentation on), else placed alone."""
+        cfg = self.cfg
+        if augment.enabled and cfg.mosaic and rng.random() < cfg.mosaic:
+            partners = rng.choice(self._alike[rec.supervision], 3)
+            r = mosaic([rec, *(self.dataset.records[int(j)] for j in partners)], size, rng, augment)
+        else:
+            r = prepare_record(rec, size, rng, augment)
+        if (augment.enabled and cfg.copy_paste and rec.supervision.masks and len(self._donors)
+                and rng.random() < cfg.copy_paste):
+            donor = self.dataset.records[int(rng.choice(self._donors))]
+            r = copy_paste(r, prepare_record(donor, size, rng, augment), rng)
+        return r
 
 
 def prepare_record(record: Record, size: int, rng: np.random.Generator | None = None,
@@ -162,40 +211,78 @@ def prepare_record(record: Record, size: int, rng: np.random.Generator | None = 
     return render(record, p, image=image)
 
 
-class _History(keras.callbacks.Callback):
-    """After each epoch: validation metrics (per class too), history.csv, resumable state, best model."""
+@contextmanager
+def ema_weights(trainer: OCRNetTrainer):
+    """Inside the block the trainer's weights are the optimizer's moving average (yields True), or
+    unchanged when the run keeps none (yields False); the raw weights come back after it."""
+    opt = getattr(trainer, "optimizer", None)
+    pairs = opt.ema_pairs() if isinstance(opt, ScaledAdamW) else []
+    if not pairs:
+        yield False
+        return
+    raw = [ops.convert_to_numpy(v.value) for v, _ in pairs]
+    for v, avg in pairs:
+        v.assign(avg.value)
+    try:
+        yield True
+    finally:
+        for (v, _), r in zip(pairs, raw):
+            v.assign(r)
 
-    def __init__(self, out: Path, val: Dataset | None, cfg: TrainConfig, trainer: OCRNetTrainer, data: dict):
+
+class _History(keras.callbacks.Callback):
+    """After each round: validation metrics of the EMA weights (per class too), history.csv, resumable
+    state, best model (the EMA weights), and the early stop after ``cfg.patience`` rounds without gain."""
+
+    def __init__(self, out: Path, val: Dataset | None, cfg: TrainConfig, trainer: OCRNetTrainer, data: dict,
+                 schedule: Schedule | None = None):
         super().__init__()
         self.out, self.val, self.cfg, self.trainer, self.data = out, val, cfg, trainer, data
+        self.schedule = schedule
         state = _read_state(out)
         self.best = state.get("best_score", -1.0)
+        self.best_step = state.get("best_step", 0)
+        self.since_best = state.get("since_best", 0)
         self.t0 = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         score = None
-        if self.val is not None:
-            from .evaluate import evaluate_keras, per_class_table, validation_score
+        step = (epoch + 1) * (self.schedule.round_steps if self.schedule else 1)
+        with ema_weights(self.trainer) as ema:
+            if self.val is not None:
+                from .evaluate import evaluate_keras, per_class_table, validation_score
 
-            metrics = evaluate_keras(self.trainer.net, self.val, progress=False)
-            for k in ("box_ap", "mask_ap", "miou"):
-                logs[f"val_{k}"] = metrics[k] if metrics[k] is not None else ""
-            score = validation_score(metrics)
-            shown = " ".join(f"{k}={metrics[k]:.3f}" for k in ("box_ap", "mask_ap", "miou") if metrics[k] is not None)
-            print(f"  val ({len(self.val)} images): {shown}")
-            print(per_class_table(metrics, indent="    "))
-            _atomic(self.out / "val_metrics.json", lambda p: Path(p).write_text(json.dumps(
-                {"epoch": epoch + 1, **metrics}, indent=1)), suffix=".json")
-        logs["epoch"] = epoch + 1
-        logs["seconds"] = round(time.time() - self.t0, 1)
-        _append_csv(self.out / "history.csv", logs)
+                metrics = evaluate_keras(self.trainer.net, self.val, progress=False)
+                for k in ("box_ap", "mask_ap", "miou"):
+                    logs[f"val_{k}"] = metrics[k] if metrics[k] is not None else ""
+                score = validation_score(metrics)
+                shown = " ".join(f"{k}={metrics[k]:.3f}" for k in ("box_ap", "mask_ap", "miou")
+                                 if metrics[k] is not None)
+                print(f"  val ({'EMA weights, ' if ema else ''}{len(self.val)} images, step {step}): {shown}")
+                print(per_class_table(metrics, indent="    "))
+                _atomic(self.out / "val_metrics.json", lambda p: Path(p).write_text(json.dumps(
+                    {"epoch": epoch + 1, "step": step, "ema": ema, **metrics}, indent=1)), suffix=".json")
+            logs["epoch"] = epoch + 1
+            logs["step"] = step
+            logs["seconds"] = round(time.time() - self.t0, 1)
+            _append_csv(self.out / "history.csv", logs)
+            improved = score is not None and score > self.best
+            if score is None or score >= self.best:
+                self.best = score if score is not None else self.best
+                self.best_step = step
+                save_model(self.trainer.net, self.cfg.model, self.out / "model.keras", data=self.data)
+        self.since_best = 0 if improved or score is None else self.since_best + 1
+        stop = bool(self.cfg.patience and self.since_best >= self.cfg.patience)
         _atomic(self.out / "last.weights.h5", self.trainer.save_weights, suffix=".weights.h5")
-        if score is None or score >= self.best:
-            self.best = score if score is not None else self.best
-            save_model(self.trainer.net, self.cfg.model, self.out / "model.keras", data=self.data)
-        _atomic(self.out / "state.json", lambda p: Path(p).write_text(
-            json.dumps({"epochs_done": epoch + 1, "best_score": self.best})), suffix=".json")
+        _atomic(self.out / "state.json", lambda p: Path(p).write_text(json.dumps(
+            {"epochs_done": epoch + 1, "best_score": self.best, "best_step": self.best_step,
+             "since_best": self.since_best, "stopped_early": stop})), suffix=".json")
+        if stop:
+            print(f"stopping early at step {step}: validation has not improved for {self.since_best} validations "
+                  f"(--patience {self.cfg.patience}); model.keras holds the best, score {self.best:.3f} "
+                  f"at step {self.best_step}")
+            self.model.stop_training = True
 
 
 def _atomic(path: Path, write, suffix: str) -> None:
@@ -281,26 +368,46 @@ def _read_state(out: Path) -> dict:
 
 
 class ScaledAdamW(keras.optimizers.AdamW):
-    """AdamW whose step and weight decay are multiplied by ``scale`` for the variables in ``scaled``.
+    """AdamW whose step and weight decay are multiplied by ``scale`` for the variables in ``scaled``,
+    and which keeps an exponential moving average of the weights when ``ema_decay`` is set.
 
     A pretrained backbone fine-tunes at a fraction of the neck's and heads' learning rate, so that the
     first steps, taken while the fresh heads still send large and noisy gradients, do not wash out what
     it learnt from ImageNet. Adam normalises gradient magnitudes, so scaling the gradients would change
     nothing: the step itself is scaled. Variables are matched by the optimizer's own key, which holds
     on the TensorFlow and JAX backends alike.
+
+    The average is updated after every step with decay ``min(ema_decay, (1 + t) / (10 + t))`` at step
+    ``t`` (short runs of a few hundred steps would otherwise average in the first, poor weights); its
+    variables are the optimizer's own, so they are saved with it and a run resumes with them.
     """
 
-    def __init__(self, scaled=(), scale: float = 1.0, **kwargs):
+    def __init__(self, scaled=(), scale: float = 1.0, ema_decay: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self._scale = float(scale)
         self._scaled = list(scaled)
         self._scaled_keys: frozenset = frozenset()
+        self._ema_decay = float(ema_decay)
+        self._ema_vars: list = []
+        self._ema_index: dict = {}
         # Their decay is applied, scaled, in update_step; Keras' own decay (at the full rate) leaves them out.
         self.exclude_from_weight_decay(var_list=self._scaled)
 
     def build(self, var_list):
         super().build(var_list)
         self._scaled_keys = frozenset(self._var_key(v) for v in self._scaled)
+        if self._ema_decay:
+            self._ema_vars = []
+            for v in var_list:
+                avg = self.add_variable_from_reference(v, name="ema")
+                avg.assign(v.value)
+                self._ema_vars.append(avg)
+            self._ema_index = {self._var_key(v): i for i, v in enumerate(var_list)}
+
+    def ema_pairs(self) -> list:
+        """``(variable, its moving average)`` for every trained variable; empty without an average."""
+        return [(v, self._ema_vars[i]) for v in self._trainable_variables
+                if (i := self._ema_index.get(self._var_key(v))) is not None]
 
     def update_step(self, gradient, variable, learning_rate):
         if self._var_key(variable) in self._scaled_keys:
@@ -309,18 +416,27 @@ class ScaledAdamW(keras.optimizers.AdamW):
                 rate = ops.cast(learning_rate, variable.dtype) * ops.cast(self.weight_decay, variable.dtype)
                 self.assign_sub(variable, variable * rate)
         super().update_step(gradient, variable, learning_rate)
+        if self._ema_decay:
+            avg = self._ema_vars[self._ema_index[self._var_key(variable)]]
+            t = ops.cast(self.iterations, variable.dtype)
+            m = ops.minimum(ops.cast(self._ema_decay, variable.dtype), (1.0 + t) / (10.0 + t))
+            self.assign(avg, m * avg + (1.0 - m) * variable)
 
 
-def _optimizer(cfg: TrainConfig, steps_per_epoch: int, backbone=()) -> keras.optimizers.Optimizer:
-    """AdamW on a cosine schedule after a linear warm-up; the variables in ``backbone`` (a pretrained
-    backbone's) step at ``cfg.backbone_lr`` times the rate."""
-    total = cfg.epochs * steps_per_epoch
-    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=cfg.learning_rate * 0.01, decay_steps=max(1, total - warmup), alpha=0.01,
-        warmup_target=cfg.learning_rate, warmup_steps=warmup,
+def lr_schedule(peak: float, total_steps: int, warmup_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up from 1% of ``peak`` to ``peak`` over ``warmup_steps``, then cosine decay to 1% of
+    ``peak`` at ``total_steps``."""
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak * 0.01, decay_steps=max(1, total_steps - warmup_steps), alpha=0.01,
+        warmup_target=peak, warmup_steps=warmup_steps,
     )
-    return ScaledAdamW(scaled=backbone, scale=cfg.backbone_lr, learning_rate=schedule,
+
+
+def _optimizer(cfg: TrainConfig, schedule: Schedule, backbone=()) -> keras.optimizers.Optimizer:
+    """AdamW on a cosine schedule after a linear warm-up; the variables in ``backbone`` (a pretrained
+    backbone's) step at ``cfg.backbone_lr`` times the rate; a moving average with ``cfg.ema_decay``."""
+    return ScaledAdamW(scaled=backbone, scale=cfg.backbone_lr, ema_decay=cfg.ema_decay,
+                       learning_rate=lr_schedule(cfg.learning_rate, schedule.total_steps, schedule.warmup_steps),
                        weight_decay=cfg.weight_decay, clipnorm=10.0)
 
 
@@ -425,24 +541,35 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
           + f"; heads: {', '.join(model_cfg.tasks)}; backbone {model_cfg.backbone} width {model_cfg.width:g}; "
           f"augmentation {'on' if augment else 'off (flips only)'}")
 
-    batches = Batches(train_set, cfg, AugmentOptions(enabled=augment, flip=cfg.flip))
+    schedule = plan_schedule(len(train_set), cfg)
+    batches = Batches(train_set, cfg, AugmentOptions(enabled=augment, flip=cfg.flip), round_steps=schedule.round_steps)
+    recipe = [f"mosaic {cfg.mosaic:g}"] if augment and cfg.mosaic else []
+    recipe += [f"copy-paste {cfg.copy_paste:g}"] if augment and cfg.copy_paste else []
+    recipe += [f"multi-scale {cfg.multi_scale:g}"] if augment and cfg.multi_scale else []
+    recipe += [f"EMA {cfg.ema_decay:g}"] if cfg.ema_decay else []
+    recipe += [f"patience {cfg.patience}"] if cfg.patience and val_set is not None else []
+    print(f"schedule: {schedule.total_steps} steps of {cfg.batch_size} images ({schedule.passes:.1f} passes), "
+          f"warm-up {schedule.warmup_steps} steps then cosine decay, "
+          f"{'validating' if val_set is not None else 'saving'} every {schedule.round_steps} steps"
+          + (f"; {', '.join(recipe)}" if recipe else ""))
     backbone_vars = backbone_variables(trainer.net, cfg.model) if cfg.pretrained else []
-    trainer.compile(optimizer=_optimizer(cfg, len(batches), backbone_vars))
+    trainer.compile(optimizer=_optimizer(cfg, schedule, backbone_vars))
     trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
     initial_epoch = 0
     if state.get("epochs_done"):
         initial_epoch = int(state["epochs_done"])
-        # Built first, the optimizer gets its moments and step count back from the weights file.
+        # Built first, the optimizer gets its moments, step count and average back from the weights file.
         trainer.optimizer.build(trainer.trainable_variables)
         trainer.load_weights(str(out / "last.weights.h5"))
         batches.epoch = initial_epoch
-        batches._reorder()
-        print(f"resuming {out} after epoch {initial_epoch}")
+        print(f"resuming {out} after step {initial_epoch * schedule.round_steps}")
     elif cfg.init:
         print(_load_init(trainer, cfg))
     elif cfg.pretrained:
         print(pretrained_line)
-    if initial_epoch < cfg.epochs:
-        trainer.fit(batches, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
-                    callbacks=[_History(out, val_set, cfg, trainer, data_record)])
+    if state.get("stopped_early"):
+        print(f"{out}: this run stopped early (--patience {cfg.patience}); nothing left to train")
+    elif initial_epoch < schedule.rounds:
+        trainer.fit(batches, epochs=schedule.rounds, initial_epoch=initial_epoch, verbose=verbose,
+                    callbacks=[_History(out, val_set, cfg, trainer, data_record, schedule)])
     return out / "model.keras"
