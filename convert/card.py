@@ -51,30 +51,46 @@ def build_card(info: ModelFileInfo, cfg: ModelConfig, name: str, source: Path, r
     where its calibration and gate images came from)."""
     (sig,) = info.signatures.values()
     inp = info.tensors[next(iter(sig["inputs"].values()))]
-    outputs = {}
-    for out_name, t in sorted(sig["outputs"].items()):
-        ti = info.tensors[t]
-        outputs[out_name] = {
-            "role": out_name, "shape": list(ti.shape), "dtype": ti.dtype, "scale": ti.scale,
-            "zero_point": ti.zero_point, "meaning": contract.OUTPUT_ROLES.get(out_name, ""),
-        }
+    outputs = {out_name: {"shape": list(info.tensors[t].shape), "dtype": info.tensors[t].dtype,
+                          "scale": info.tensors[t].scale, "zero_point": info.tensors[t].zero_point}
+               for out_name, t in sig["outputs"].items()}
+    return card_from_io(cfg, name, source, {"name": next(iter(sig["inputs"])), "dtype": inp.dtype, "scale": inp.scale,
+                                            "zero_point": inp.zero_point},
+                        outputs, resize=resize, float_reference=float_reference, calibration=calibration, gate=gate,
+                        pretrained=pretrained)
+
+
+def card_from_io(cfg: ModelConfig, name: str, source: Path, input_tensor: dict, outputs: dict[str, dict],
+                 resize: str = "letterbox", float_reference: dict | None = None, calibration: dict | None = None,
+                 gate: dict | None = None, pretrained: dict | None = None, extra_versions: dict | None = None,
+                 quantization: dict | None = None) -> dict[str, Any]:
+    """The card from a file's input and outputs as any format describes them (the TFLite signature, an ONNX
+    graph): ``input_tensor`` holds ``name``, ``dtype``, ``scale``, ``zero_point``; ``outputs`` maps each output
+    name to ``shape``, ``dtype``, ``scale``, ``zero_point``. Checked by the runtime's parser before it is
+    returned."""
+    outs = {out_name: {"role": out_name, **{k: o[k] for k in ("shape", "dtype", "scale", "zero_point")},
+                       "meaning": contract.OUTPUT_ROLES.get(out_name, "")}
+            for out_name, o in sorted(outputs.items())}
     card = {
         "format": CARD_FORMAT,
         "name": name,
         "tasks": list(cfg.tasks),
-        "input": {"name": next(iter(sig["inputs"])), "size": cfg.input_size, "dtype": inp.dtype, "scale": inp.scale,
-                  "zero_point": inp.zero_point, "resize": resize, "colour_order": "rgb", "pad_value": 114},
-        "outputs": outputs,
+        "input": {"name": input_tensor["name"], "size": cfg.input_size, "dtype": input_tensor["dtype"],
+                  "scale": input_tensor["scale"], "zero_point": input_tensor["zero_point"], "resize": resize,
+                  "colour_order": "rgb", "pad_value": 114},
+        "outputs": outs,
         "thing_classes": list(cfg.class_names),
         "semantic_classes": list(cfg.semantic_classes),
         "strides": list(cfg.strides),
         "seg_stride": contract.SEG_STRIDE,
         "decode": dict(DEFAULT_DECODE),
         "source_sha256": sha256_file(source),
-        "versions": versions(),
+        "versions": {**versions(), **(extra_versions or {})},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "notes": {"model_config": to_dict(cfg), **({"pretrained": pretrained} if pretrained else {})},
     }
+    if quantization:
+        card["quantization"] = quantization
     if float_reference:
         card["float_reference"] = float_reference
     if calibration:

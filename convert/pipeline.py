@@ -61,6 +61,9 @@ class ConvertOptions:
         write_float: Also write the float32 ``.tflite`` (for int8-against-float benchmarks).
         threads: Interpreter threads for the fidelity run.
         progress: Show progress bars.
+        onnx: Also write ``<name>.onnx`` (float32) and ``<name>_int8_qdq.onnx`` (symmetric QDQ INT8) for
+            TensorRT and ONNX Runtime, gated and checked for TensorRT (:mod:`convert.onnx_step`).
+        onnx_opset: Their ONNX opset (17; 13 for Jetson Nano's TensorRT 8.2).
     """
 
     size: int | None = None
@@ -75,8 +78,12 @@ class ConvertOptions:
     write_float: bool = True
     threads: int = 2
     progress: bool = True
+    onnx: bool = False
+    onnx_opset: int = 17
 
     def __post_init__(self) -> None:
+        if not 13 <= self.onnx_opset <= 20:
+            raise InputError(f"ONNX opset must be 13 to 20 (what TensorRT 8.2 to 10.x parse). Received: {self.onnx_opset}")
         if self.size is not None and (self.size < 64 or self.size % 32):
             raise InputError(f"--size must be a multiple of 32, at least 64. Received: {self.size}")
         if self.heldout_images is not None and self.heldout_images < 1:
@@ -94,6 +101,8 @@ class ConvertResult:
     float32: Path | None = None
     edgetpu: Path | None = None
     report: dict = field(default_factory=dict)
+    onnx: Path | None = None
+    onnx_qdq: Path | None = None
 
 
 def _model_name(model_path: Path, name: str | None) -> str:
@@ -216,8 +225,10 @@ def _audit(int8_bytes: bytes, net, cfg: ModelConfig, work: Path, model_path: Pat
     return graph, checks.check_edgetpu(info), info
 
 
-def _gate(net, cfg: ModelConfig, staged: Path, plan, representative, options: ConvertOptions, work: Path) -> FidelityPart:
-    """Float against int8 on the gate images the model never trained on; on a failure, the worst layers."""
+def _gate(net, cfg: ModelConfig, staged: Path, plan, representative, options: ConvertOptions,
+          work: Path) -> tuple[FidelityPart, Dataset]:
+    """Float against int8 on the gate images the model never trained on; on a failure, the worst layers.
+    Returns the part and the gate images (the ONNX files are gated on the same)."""
     description, load = plan
     heldout = load(work)
     static = export_model(net, cfg)
@@ -228,7 +239,8 @@ def _gate(net, cfg: ModelConfig, staged: Path, plan, representative, options: Co
                                      progress=options.progress)
     result = fidelity.gate(f_metrics, i_metrics, options.max_drop)
     worst = () if result.ok else tuple(fidelity.layer_errors(net, cfg, representative))
-    return FidelityPart(f"{description} ({len(heldout)} images)", agreement, result, f_metrics.get("skipped", {}), worst)
+    return FidelityPart(f"{description} ({len(heldout)} images)", agreement, result, f_metrics.get("skipped", {}),
+                        worst), heldout
 
 
 def _compile(int8_path: Path, out_dir: Path, gate_ok: bool) -> tuple[dict, Path | None, Exception | None]:
@@ -256,6 +268,10 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
     """
     t_start = time.perf_counter()
     model_path, out_dir = Path(model_path), Path(out_dir)
+    if options.onnx:
+        from .onnx_export import require_onnx
+
+        require_onnx()
     net, cfg, data_record = _load(model_path, options)
     name = _model_name(model_path, options.name)
     cal, cal_source = calibration.for_model(model_path, cfg, data_record, options.calib, options.min_calib)
@@ -275,17 +291,17 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
     try:
         graph, tpu, info = _audit(int8_bytes, net, cfg, work, model_path)
         report["graph"], report["edgetpu_check"] = graph.as_dict(), tpu.as_dict()
-        card = build_card(info, cfg, name, model_path,
-                          pretrained=(data_record or {}).get("pretrained"),
-                          calibration={"source": cal_source, "images": len(cal.files)},
-                          gate={"source": gate_plan[0]} if gate_plan else {"source": None, "skipped": "--no-gate"})
+        card_kw = {"pretrained": (data_record or {}).get("pretrained"),
+                   "calibration": {"source": cal_source, "images": len(cal.files)},
+                   "gate": {"source": gate_plan[0]} if gate_plan else {"source": None, "skipped": "--no-gate"}}
+        card = build_card(info, cfg, name, model_path, **card_kw)
         final = embed_card(int8_bytes, card)
         int8_path = out_dir / f"{name}_int8.tflite"
         staged = out_dir / (int8_path.name + ".partial")
         staged.write_bytes(final)
         report["files"] = {"int8_bytes": len(final), "float32_bytes": len(float_bytes) if float_bytes else None}
 
-        fid = _gate(net, cfg, staged, gate_plan, representative, options, work) if gate_plan else None
+        fid, heldout = _gate(net, cfg, staged, gate_plan, representative, options, work) if gate_plan else (None, None)
         if fid is not None:
             report["fidelity"] = fid.as_dict()
             if not fid.result.ok:
@@ -298,6 +314,15 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
         tpu_path, compile_error = None, None
         if options.edgetpu:
             report["edgetpu_compile"], tpu_path, compile_error = _compile(int8_path, out_dir, fid is None or fid.result.ok)
+        onnx_out = None
+        if options.onnx:
+            from .onnx_step import export_onnx
+
+            onnx_gate = (fid.heldout, heldout, fid.result.float_metrics) if fid is not None else None
+            onnx_out = export_onnx(net, cfg, out_dir, name, model_path, cal.files, card_kw, options.onnx_opset, onnx_gate,
+                                   fid.result.drops if fid is not None else None, options.max_drop, work,
+                                   options.threads, options.progress)
+            report["onnx"] = onnx_out.report
         report["seconds_total"] = round(time.perf_counter() - t_start, 2)
         report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         json_path, md_path = write_reports(report, out_dir, name)
@@ -306,13 +331,16 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
         for leftover in out_dir.glob(f"{name}*.partial"):
             leftover.unlink(missing_ok=True)
 
-    out = ConvertResult(int8_path, card_path, json_path, md_path, float_path, tpu_path, report)
+    out = ConvertResult(int8_path, card_path, json_path, md_path, float_path, tpu_path, report,
+                        onnx_out.float_path if onnx_out else None, onnx_out.qdq_path if onnx_out else None)
     if fid is not None and not fid.result.ok:
         drops = ", ".join(f"{k} dropped {fid.result.drops[k]:.2f}" for k in fid.result.failed)
         raise GateError(f"fidelity gate failed ({drops} points, at most {options.max_drop} allowed); model written as "
                         f"{int8_path.name}, see {md_path}")
     if compile_error is not None:
         raise compile_error
+    if onnx_out is not None and onnx_out.error is not None:
+        raise onnx_out.error
     return out
 
 
