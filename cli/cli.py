@@ -17,6 +17,9 @@ from pathlib import Path
 from ocrnet_edge.runtime.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EnvironmentMissing, OcrnetError
 
 WORKSTATION_EXTRA = "pip install 'ocrnet-edge[convert]'"
+DEFAULT_ONNX_OPSET = 17
+NANO_ONNX_OPSET = 13
+"""``convert --onnx --board jetson-nano``: JetPack 4.6's TensorRT 8.2 parses opsets up to 13."""
 
 # One clear line per error: keep OpenCV's and FFmpeg's own warnings off the terminal (they are read
 # when the video backends load, so this must happen before cv2 is imported).
@@ -126,16 +129,24 @@ def cmd_train(args: argparse.Namespace) -> int:
                 if v is not None}
     if args.no_ocr:
         model_kw["use_ocr"] = False
-    train_kw = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch, "learning_rate": args.lr,
+    train_kw = {k: v for k, v in {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch,
+                                  "learning_rate": args.lr,
                                   "seed": args.seed, "val_images": args.val_images, "val_fraction": args.val_fraction,
                                   "init": str(args.init) if args.init else None, "classes": args.classes,
                                   "pretrained": args.pretrained, "backbone_lr": args.backbone_lr,
-                                  "augment": args.augment}.items() if v is not None}
+                                  "augment": args.augment, "val_every": args.val_every, "ema_decay": args.ema,
+                                  "patience": args.patience, "mosaic": args.mosaic, "copy_paste": args.copy_paste,
+                                  "multi_scale": args.multi_scale}.items() if v is not None}
+    if args.epochs is not None and args.steps is None:
+        train_kw["steps"] = 0  # --epochs given: the run is counted in epochs, whatever the configuration said
+    if args.steps is not None and args.epochs is None:
+        train_kw["epochs"] = 0
     if args.no_flip:
         train_kw["flip"] = False
     if args.skip_bad:
         train_kw["skip_bad"] = True
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model_kw), **train_kw)
+    model = cfg.model.with_preset(args.size_preset) if args.size_preset else cfg.model
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(model, **model_kw), **train_kw)
     path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1)
     print(f"model: {path}")
     return 0
@@ -169,6 +180,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _require_workstation("eval")
     import json
 
+    from ocrnet_edge.model.breakdown import breakdown_table
     from ocrnet_edge.model.data import load_dataset
     from ocrnet_edge.model.evaluate import METRIC_KEYS, evaluate_keras, per_class_table, write_metrics
     from ocrnet_edge.model.formats import available_splits
@@ -179,13 +191,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = load_dataset(args.data, things, split=split, stuff_names=stuff, skip_bad=args.skip_bad, quiet=args.quiet)
     if args.limit:
         data = data.subset(data.records[: args.limit])
+    _writable_file(args.json)
+    breakdown: dict = {"preview": args.preview, "preview_count": args.preview_count}
     if args.model.suffix == ".tflite":
         from ocrnet_edge.convert.fidelity import engine_outputs
         from ocrnet_edge.model.evaluate import evaluate_outputs
         from ocrnet_edge.runtime.engine import Engine, EngineOptions
 
         with Engine.open(args.model, args.card, EngineOptions(backend=args.backend, threads=args.threads)) as engine:
-            metrics = evaluate_outputs(data, engine_outputs(engine, data), engine.quants, progress=not args.quiet)
+            if "score_threshold" in engine.card.decode:  # errors counted where this model's runs cut
+                breakdown["score_threshold"] = float(engine.card.decode["score_threshold"])
+            metrics = evaluate_outputs(data, engine_outputs(engine, data), engine.quants, progress=not args.quiet,
+                                       **breakdown)
         fmt = "tflite"
     else:
         net = load_model(args.model)
@@ -195,12 +212,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
             raise ModelError(f"{args.model}: {scores.shape[-1]} detection classes, the dataset has "
                              f"{len(data.thing_classes)}; save the model with its configuration (training does)")
-        metrics = evaluate_keras(net, data, progress=not args.quiet)
+        metrics = evaluate_keras(net, data, progress=not args.quiet, **breakdown)
         fmt = "keras"
     summary = {k: (None if metrics[k] is None else round(metrics[k], 4)) for k in METRIC_KEYS}
     print(json.dumps(summary))
     if not args.quiet:
         print(per_class_table(metrics))
+        if metrics.get("errors"):
+            print(breakdown_table(metrics["errors"]))
+    if args.preview:
+        print(f"preview: the {len(metrics['preview'])} images with the most errors in {args.preview}")
     for k, why in metrics["skipped"].items():
         if k in ("box_ap", "mask_ap", "miou"):
             print(f"skipped {k}: {why}", file=sys.stderr)
@@ -234,15 +255,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
     quiet_tensorflow()
     size = args.size
     edgetpu = args.edgetpu
+    opset = args.opset
     if args.board:
         from ocrnet_edge.runtime.system.boards import load_board
 
         board = load_board(args.board)
         size = size or board.input_size
         edgetpu = edgetpu or board.prefers_edgetpu
+        if opset is None and board.name == "jetson-nano":
+            opset = NANO_ONNX_OPSET
+    if args.onnx:
+        from ocrnet_edge.convert.onnx_export import require_onnx
+
+        require_onnx()  # before minutes of TFLite conversion
     opts = ConvertOptions(size=size, calib=args.calib, min_calib=args.min_calib, val=args.val,
                           heldout_images=args.heldout_images, gate=not args.no_gate, max_drop=args.max_drop,
-                          edgetpu=edgetpu, name=args.name, progress=not args.quiet)
+                          edgetpu=edgetpu, name=args.name, progress=not args.quiet, onnx=args.onnx,
+                          onnx_opset=opset or DEFAULT_ONNX_OPSET)
     res = convert_model(args.model, args.out, opts)
     fid = res.report.get("fidelity")
     if fid:
@@ -258,6 +287,50 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(f"wrote {res.int8} ({res.report['files']['int8_bytes'] / 1024:.0f} KiB), {res.card.name}, "
           f"{res.report_md.name}; {drops}; "
           f"Edge TPU: {res.report['edgetpu_check']['mapped_share'] * 100:.0f}% of ops map")
+    if res.onnx is not None:
+        o = res.report["onnx"]
+        gate = o.get("fidelity")
+        drops = ("QDQ drops in points: " + (", ".join(f"{k} {v:+.2f}" for k, v in gate["int8_qdq"]["drops_points"].items())
+                                             or "none scored")) if gate else "NOT GATED (--no-gate)"
+        versions = next(iter(o["tensorrt"].values()))
+        trt_ok = [v for v in versions if all(per[v]["ok"] for per in o["tensorrt"].values())]
+        print(f"wrote {res.onnx.name} and {res.onnx_qdq.name} (opset {o['opset']}); {drops}; "
+              f"TensorRT parsers that take both: {', '.join(trt_ok) or 'none'}")
+    return 0
+
+
+def cmd_check_tensorrt(args: argparse.Namespace) -> int:
+    import json
+
+    from ocrnet_edge.convert.onnx_export import ONNX_EXTRA
+    from ocrnet_edge.runtime.errors import GateError
+
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise EnvironmentMissing(f"check-tensorrt reads ONNX files with the onnx package: {ONNX_EXTRA}") from None
+    from ocrnet_edge.convert.onnx_export import load_onnx
+    from ocrnet_edge.convert.tensorrt_check import TARGETS, check_tensorrt, target
+
+    versions = [args.trt] if args.trt else list(TARGETS)
+    for v in versions:
+        target(v)  # an unknown version is refused before the file is read
+    reports = check_tensorrt(load_onnx(args.model), versions)
+    if args.json:
+        print(json.dumps({v: r.as_dict() for v, r in reports.items()}, indent=2))
+    failed = []
+    for v, r in reports.items():
+        if not args.json:
+            print(f"{args.model}: TensorRT {v} ({r.platform}), opset {r.opset}: "
+                  f"{'ok' if r.ok else f'{len(r.problems)} problem(s)'}")
+            for n in r.notes:
+                print(f"  note: {n}")
+        for p in r.problems:
+            failed.append(v)
+            print(f"TensorRT {v}: {p}", file=sys.stderr)
+    if failed:
+        raise GateError(f"{args.model}: refused by TensorRT {', '.join(dict.fromkeys(failed))}'s parser rules "
+                        f"({len(failed)} finding(s) above)")
     return 0
 
 
@@ -302,6 +375,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                           ("max_detections", args.max_det)) if v is not None)
     DecodeOptions.merged({}, **dict(overrides))  # a bad value is refused here, before any camera opens
     engine = EngineOptions(backend=args.backend, threads=args.threads or board.threads, device=args.device,
+                           order=board.backends, precision=args.precision, board_precision=board.precision,
                            decode_overrides=overrides)
     opts = RunOptions(
         source=args.source or board.camera, board=board, engine=engine, realtime=args.realtime, save=args.save,
@@ -350,26 +424,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
             models.append(m)
     threads = args.threads or None
     backends = args.backends or None
+    from ocrnet_edge.runtime.errors import InputError
+
+    bad = [b for b in backends or () if b not in BACKEND_CHOICES] + [
+        p for p in args.precisions or () if p not in ("auto", *PRECISION_CHOICES)]
+    if bad:
+        raise InputError(f"unknown backends or precisions {bad}; backends: {', '.join(BACKEND_CHOICES)}; "
+                         f"precisions: auto, {', '.join(PRECISION_CHOICES)}")
 
     def progress(cfg):
         if not args.quiet:
-            print(f"bench {Path(cfg.model).name} backend={cfg.backend} threads={cfg.threads} ...", file=sys.stderr)
+            print(f"bench {Path(cfg.model).name} backend={cfg.backend} precision={cfg.precision} threads={cfg.threads} ...",
+                  file=sys.stderr)
 
     doc = run_bench([str(m) for m in models], board, threads, backends, args.frames, args.warmup, args.source,
-                    args.sink, str(args.card) if args.card else None, progress)
+                    args.sink, str(args.card) if args.card else None, progress, args.precisions, args.device)
     doc["command"] = "ocrnet-edge " + " ".join(sys.argv[1:])  # how it was measured
     for r in doc["results"]:
         c = r["config"]
         if r["ok"]:
             s = r["stages_ms"]
-            print(f"{Path(c['model']).name:32s} {c['backend']:8s} {c['threads']:2d}t  total {s['total']['median']:7.2f} ms "
+            mem = r["memory_mb"]
+            gpu = ""
+            if mem.get("gpu") is not None:  # shared (Jetson): the budget counts RSS + GPU; discrete: GPU beside
+                gpu = (f" + GPU {mem['gpu']:.0f} = {mem['counted']:.0f}" if mem.get("gpu_shared")
+                       else f" (GPU {mem['gpu']:.0f} beside)")
+            ran = r.get("ran", {})
+            macs = f"{r['model']['macs'] / 1e6:.0f} MMAC" if r["model"].get("macs") else "MMAC ?"
+            print(f"{Path(c['model']).name:32s} {c['backend']:11s} {ran.get('precision', ''):7s} {c['threads']:2d}t  "
+                  f"total {s['total']['median']:7.2f} ms "
                   f"(p90 {s['total']['p90']:.2f}, p99 {s['total']['p99']:.2f})  invoke {s['invoke']['median']:6.2f}  "
-                  f"{r['fps']:7.1f} fps  peak {r['memory_mb']['peak']:.0f}/{r['memory_mb']['budget']:.0f} MB  "
-                  f"[{r['model'].get('backbone') or 'backbone ?'}, {r['model']['macs'] / 1e6:.0f} MMAC, "
+                  f"{r['fps']:7.1f} fps  peak {mem['peak']:.0f}{gpu}/{mem['budget']:.0f} MB  "
+                  f"[{r['model'].get('backbone') or 'backbone ?'}, {macs}, "
                   f"{r['model']['parameters'] / 1e6:.2f} M parameters, "
-                  f"{r['model']['bytes'] / 1024:.0f} KiB]")
+                  f"{r['model']['bytes'] / 1024:.0f} KiB"
+                  + (f"; ran {Path(ran['file']).name} on {ran['served_by']}" if ran.get("file") else "") + "]")
         else:
-            print(f"{Path(c['model']).name:32s} {c['backend']:8s} {c['threads']:2d}t  FAILED: {r['reason']}")
+            print(f"{Path(c['model']).name:32s} {c['backend']:11s} {c.get('precision', ''):7s} {c['threads']:2d}t  "
+                  f"FAILED: {r['reason']}")
     if doc["emulated"]:
         print("note: measured under emulation; these timings are not any board's", file=sys.stderr)
     if args.json:
@@ -383,6 +475,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     for p in write_report(args.results, args.out, with_charts=not args.no_charts):
         print(p)
     return 0
+
+
+BACKEND_CHOICES = ("cpu", "edgetpu", "onnxruntime", "tensorrt")
+"""The runtime's backends (``runtime.backends.BACKENDS``, named here so that parsing imports no backend)."""
+PRECISION_CHOICES = ("int8", "fp16", "fp32")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,7 +513,23 @@ def build_parser() -> argparse.ArgumentParser:
                    ".tflite file with the same backbone (e.g. Coral's mobilenet_v2_1.0_224_quant.tflite)")
     t.add_argument("--backbone-lr", type=float, metavar="F",
                    help="with --pretrained: the backbone's learning rate as a fraction of --lr (0.1)")
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--size-preset", choices=["n", "s", "m"],
+                   help="model size: neck, detection head, prototypes and OCR channels (n: the reference "
+                   "model's; s and m: wider; the quarter/three-quarter split stays)")
+    t.add_argument("--steps", type=int, help="optimisation steps of the run (default: at least 1000 and at least "
+                   "20 passes over the data, so a small set trains for many passes)")
+    t.add_argument("--epochs", type=int, help="passes over the data instead of --steps (validating after each)")
+    t.add_argument("--val-every", type=int, metavar="STEPS",
+                   help="steps between validations (default: a pass, and at least 1/20 of the run)")
+    t.add_argument("--ema", type=float, metavar="DECAY",
+                   help="moving average of the weights, validated and saved (decay, e.g. 0.998; 0: off)")
+    t.add_argument("--patience", type=int, metavar="N",
+                   help="stop when N validations in a row have not improved (0: never)")
+    t.add_argument("--mosaic", type=float, metavar="P", help="share of training images made as a mosaic of four")
+    t.add_argument("--copy-paste", type=float, metavar="P",
+                   help="share of training images that get objects of another pasted in through their masks")
+    t.add_argument("--multi-scale", type=float, metavar="F",
+                   help="each batch zoomed by one factor from [1/(1+F), 1+F] (0: off)")
     t.add_argument("--batch", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
@@ -450,6 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-gate", action="store_true", help="convert without the fidelity gate (the report says so)")
     c.add_argument("--max-drop", type=float, default=1.0, help="largest allowed drop of box AP, mask AP, mIoU (points)")
     c.add_argument("--name", help="output name (default: the model's folder or file name)")
+    c.add_argument("--onnx", action="store_true", help="also write NAME.onnx (float32) and NAME_int8_qdq.onnx "
+                   "(symmetric QDQ INT8) for TensorRT / ONNX Runtime, gated and checked (pip install 'ocrnet-edge[onnx]')")
+    c.add_argument("--opset", type=int, help="ONNX opset with --onnx (default 17; 13 with --board jetson-nano)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_convert)
 
@@ -458,15 +574,25 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true", help="print the report as JSON")
     k.set_defaults(func=cmd_check_edgetpu)
 
+    kt = sub.add_parser("check-tensorrt", help="static TensorRT readiness of an .onnx file, per TensorRT version")
+    kt.add_argument("model", type=Path, help="an .onnx file")
+    kt.add_argument("--trt", help="one TensorRT version (8.2, 8.5, 8.6, 10.3); default: all of them")
+    kt.add_argument("--json", action="store_true", help="print the reports as JSON")
+    kt.set_defaults(func=cmd_check_tensorrt)
+
     r = sub.add_parser("run", help="run a converted model on a camera, stream, video, images or synthetic scenes")
-    r.add_argument("model", type=Path, help="a converted .tflite (its card embedded, beside it, or --card)")
+    r.add_argument("model", type=Path, help="a converted .tflite or .onnx (its card embedded, beside it, or --card)")
     r.add_argument("--source", help="video/image file, folder, /dev/videoN, rtsp://, http(s)://, csi://N, "
                    "picam://N, synthetic://, or a GStreamer pipeline (default: the board's camera)")
     r.add_argument("--board", default="auto", help="board profile name or YAML file (default: auto-detect)")
-    r.add_argument("--backend", default="auto", choices=["auto", "cpu", "edgetpu"])
-    r.add_argument("--device", help="Edge TPU device: usb, usb:N, pci, pci:N")
+    r.add_argument("--backend", default="auto", choices=["auto", *BACKEND_CHOICES],
+                   help="auto: the board's order (a Jetson: tensorrt, onnxruntime, cpu), the first that runs here")
+    r.add_argument("--precision", default="auto", choices=["auto", *PRECISION_CHOICES],
+                   help="GPU backends: auto (an int8 build runs INT8 where the board has it, else FP16), or one")
+    r.add_argument("--device", help="Edge TPU: usb, usb:N, pci, pci:N; onnxruntime: cpu, cuda, tensorrt; "
+                   "tensorrt: a CUDA device index")
     r.add_argument("--threads", type=int, help="interpreter threads (default: the board's)")
-    r.add_argument("--card", type=Path, help="model card for a .tflite without one")
+    r.add_argument("--card", type=Path, help="model card for a .tflite or .onnx without one")
     r.add_argument("--save", type=Path, help="annotated video (.avi, .mp4, .webm, .mkv)")
     r.add_argument("--json-out", help="JSON lines per frame to this file, or - for stdout")
     r.add_argument("--save-semantic", type=Path, help="folder for uint8 PNG label maps at the source's resolution")
@@ -484,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="latency per stage and memory of the device path, per configuration")
-    b.add_argument("model", type=Path, nargs="+", help="converted .tflite files (e.g. the int8 and the float32 "
+    b.add_argument("model", type=Path, nargs="+", help="converted .tflite or .onnx files (e.g. the int8 and the float32 "
                    "build), or a trained model.keras to convert at every size of the sweep (workstation)")
     b.add_argument("--sizes", type=_int_list,
                    help="comma-separated input sizes for a .keras model (default: the board's sizes)")
@@ -497,7 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10, help="untimed frames first")
     b.add_argument("--threads", type=_int_list, help="comma-separated thread counts (default: 1 to the core count)")
     b.add_argument("--backends", type=_name_list,
-                   help="comma-separated backends (default: every available one of the board's)")
+                   help="comma-separated backends (default: every available one that runs the file, the board's first)")
+    b.add_argument("--precisions", type=_name_list,
+                   help="comma-separated GPU precisions (int8, fp16, fp32; default: auto and the board's)")
+    b.add_argument("--device", help="the backends' device (as for run)")
     b.add_argument("--source", help="synthetic://... (default, at the board's camera size) or a video/image path")
     b.add_argument("--sink", action="store_true", help="also annotate every frame (a video or viewer sink's cost)")
     b.add_argument("--card", type=Path, help="model card for files without one")
@@ -516,7 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr.set_defaults(func=cmd_doctor)
 
     ds = sub.add_parser("dataset", help="summary and problems of a labelled dataset, before training (workstation)")
-    ds.add_argument("data", type=Path, help="dataset folder, COCO .json or YOLO data.yaml")
+    ds.add_argument("data", type=Path, help="dataset folder (COCO, YOLO, label maps, Pascal VOC XML), COCO .json "
+                    "or YOLO data.yaml")
     ds.add_argument("--size", type=int, default=320, help="model input size the object sizes are given at")
     ds.add_argument("--json", type=Path, help="write the summary and every problem as JSON")
     ds.add_argument("--preview", type=Path, help="folder for images with their labels drawn, as training sees them")
@@ -533,6 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--skip-bad", action="store_true", help="skip files with problems instead of stopping")
     e.add_argument("--json", type=Path, help="write all metrics here")
     e.add_argument("--limit", type=int, help="evaluate the first N images only")
+    e.add_argument("--preview", type=Path, help="folder for the images with the most errors, predictions drawn "
+                   "against the labels (JPEG)")
+    e.add_argument("--preview-count", type=int, default=16, help="images in the preview")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_eval)
     return p

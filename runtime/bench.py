@@ -31,8 +31,8 @@ class BenchConfig:
     """One configuration to time.
 
     Attributes:
-        model: The ``.tflite`` file.
-        backend: ``cpu`` or ``edgetpu``.
+        model: The ``.tflite`` or ``.onnx`` file.
+        backend: A backend name (``cpu``, ``edgetpu``, ``onnxruntime``, ``tensorrt``).
         threads: Interpreter threads.
         frames: Timed frames.
         warmup: Untimed frames first.
@@ -41,6 +41,9 @@ class BenchConfig:
         card: Card for a file without one.
         board: Board profile name (for the budget).
         budget_mb: The board's memory budget.
+        precision: ``auto`` or ``int8``, ``fp16``, ``fp32`` (GPU backends).
+        board_precision: The board's precisions (``auto``'s choice).
+        device: The backend's device (Edge TPU, ONNX Runtime provider, CUDA index), or None.
     """
 
     model: str
@@ -53,6 +56,9 @@ class BenchConfig:
     card: str | None = None
     board: str = "host"
     budget_mb: float = 0.0
+    precision: str = "auto"
+    board_precision: tuple[str, ...] = ("fp16", "fp32")
+    device: str | None = None
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -90,11 +96,13 @@ def bench_one(cfg: BenchConfig) -> dict:
     """Time one configuration in this process."""
     from .engine import Engine, EngineOptions
     from .io.draw import annotate
-    from .modelfile import count_macs
+    from .run import device_memory
     from .system.memory import peak_rss_mb, rss_mb
 
     after_import = rss_mb()
-    engine = Engine.open(cfg.model, cfg.card, EngineOptions(backend=cfg.backend, threads=cfg.threads))
+    engine = Engine.open(cfg.model, cfg.card, EngineOptions(
+        backend=cfg.backend, threads=cfg.threads, precision=cfg.precision, board_precision=tuple(cfg.board_precision),
+        device=cfg.device))
     after_load = rss_mb()
     frames = _frames(cfg.source, cfg.frames + cfg.warmup)
     times: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -117,6 +125,9 @@ def bench_one(cfg: BenchConfig) -> dict:
             times["total"].append((t3 - t0) * 1e3)
         info = engine.info
         runtime = engine.backend.runtime_version
+        ran = {"file": str(engine.path), "precision": engine.backend.precision, "served_by": engine.backend.served_by}
+        ran_path = engine.path  # a GPU backend may run the ONNX build beside the file given
+        gpu_mb, shared = device_memory(engine)
         arch = (engine.card.raw.get("notes") or {}).get("model_config") or {}
         backbone = f"{arch['backbone']} {arch.get('width', 1.0):g}" if arch.get("backbone") else None
         size = engine.input_size
@@ -124,17 +135,22 @@ def bench_one(cfg: BenchConfig) -> dict:
         engine.close()
     stages = {k: percentiles(v) for k, v in times.items() if v and (k != "sink" or cfg.sink)}
     total_s = sum(times["total"]) / 1e3
-    macs = count_macs(info)
+    macs = info.macs
     invoke_s = stages["invoke"]["median"] / 1e3
+    peak = peak_rss_mb()
+    gpu = round(gpu_mb, 1) if gpu_mb is not None else None
     return {
         "config": asdict(cfg), "ok": True, "input_size": size, "stages_ms": stages,
         "fps": round(cfg.frames / total_s, 2) if total_s else None,
+        # The budget counts GPU memory too where the GPU shares the board's DRAM (a Jetson): see MemoryFigures.
         "memory_mb": {"after_import": round(after_import, 1), "after_load": round(after_load, 1),
-                      "peak": round(peak_rss_mb(), 1), "budget": cfg.budget_mb},
-        "model": {"file": str(cfg.model), "bytes": Path(cfg.model).stat().st_size, "sha256": _sha256(cfg.model),
+                      "peak": round(peak, 1), "budget": cfg.budget_mb, "gpu": gpu, "gpu_shared": shared,
+                      "counted": round(peak + ((gpu or 0.0) if shared else 0.0), 1)},
+        "model": {"file": str(ran_path), "bytes": ran_path.stat().st_size, "sha256": _sha256(str(ran_path)),
                   "macs": macs, "parameters": info.parameters, "ops": len(info.ops), "edgetpu": info.is_edgetpu,
-                  "backbone": backbone},
-        "achieved_gmacs_per_s": round(macs / invoke_s / 1e9, 3) if invoke_s else None,
+                  "backbone": backbone, "format": info.format},
+        "ran": ran,
+        "achieved_gmacs_per_s": round(macs / invoke_s / 1e9, 3) if invoke_s and macs else None,
         "runtime": runtime,
     }
 
@@ -159,35 +175,63 @@ def bench_subprocess(cfg: BenchConfig, timeout_s: float = 900) -> dict:
     return {"config": asdict(cfg), "ok": False, "reason": reason[:300]}
 
 
+def configurations(model: str, board, backends: list[str] | None = None, precisions: list[str] | None = None,
+                   device: str | None = None) -> list[tuple[str, str, str | None]]:
+    """``(backend, precision, device)`` to measure for one model file: every backend (``backends``, else the
+    board's order then the registry's others) that is available here and runs this file, at every precision
+    it would run it at (``precisions``, else ``auto`` and the board's), each distinct plan once. A backend
+    asked for by name but unavailable is kept, so its reason is recorded."""
+    from .backends import BACKENDS
+    from .engine import EngineOptions
+    from .errors import OcrnetError
+    from .modelfile import inspect_file
+
+    names = backends or list(dict.fromkeys((*board.backends, *BACKENDS)))
+    try:
+        info = inspect_file(model)
+    except OcrnetError:  # recorded by the worker as a failed configuration, once per thread count
+        return [(names[0], "auto", device)]
+    out: list[tuple[str, str, str | None]] = []
+    for name in names:
+        cls = BACKENDS[name]
+        if cls.is_available() is not None and not backends:
+            continue
+        seen = set()
+        for p in precisions or ["auto", *board.precision]:
+            try:
+                plan = cls.plan(Path(model), info, EngineOptions(backend=name, precision=p, device=device,
+                                                                 board_precision=tuple(board.precision)))
+            except OcrnetError:
+                continue
+            if (plan.path, plan.precision) not in seen:
+                seen.add((plan.path, plan.precision))
+                out.append((name, p, device))
+    return out
+
+
 def run_bench(models: list[str], board, threads: list[int] | None = None, backends: list[str] | None = None,
               frames: int = 100, warmup: int = 10, source: str | None = None, sink: bool = False,
-              card: str | None = None, progress=None) -> dict:
-    """Every configuration of models x backends x threads, each in its own process.
+              card: str | None = None, progress=None, precisions: list[str] | None = None,
+              device: str | None = None) -> dict:
+    """Every configuration of models x backends x precisions x threads, each in its own process
+    (:func:`configurations` says which backends and precisions).
 
     Returns:
         A JSON-ready document (schema ``ocrnet-edge-bench/1``) with the machine and one entry per configuration.
     """
-    from .backends import BACKENDS
     from .system.machine import machine_info
 
     threads = threads or list(range(1, (os.cpu_count() or 1) + 1))
-    if backends is None:
-        backends = [b for b in board.backends if BACKENDS[b].is_available() is None] or ["cpu"]
     source = source or f"synthetic://?seed=0&size={board.camera_width}x{board.camera_height}"
     results = []
     for model in models:
-        edgetpu_file = str(model).endswith("_edgetpu.tflite")
-        for backend in backends:
-            if edgetpu_file != (backend == "edgetpu"):
-                continue
+        for backend, precision, dev in configurations(model, board, backends, precisions, device):
             for n in threads:
                 cfg = BenchConfig(str(model), backend, n, frames, warmup, source, sink, card, board.name,
-                                  float(board.memory_budget_mb))
+                                  float(board.memory_budget_mb), precision, tuple(board.precision), dev)
                 if progress:
                     progress(cfg)
-                reason = BACKENDS[backend].is_available()
-                results.append(bench_subprocess(cfg) if reason is None else
-                               {"config": asdict(cfg), "ok": False, "reason": reason})
+                results.append(bench_subprocess(cfg))
     machine = machine_info(board.name)
     return {
         "schema": SCHEMA_VERSION,

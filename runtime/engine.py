@@ -17,21 +17,22 @@ import numpy as np
 
 from . import contract
 from .backends import BACKENDS, Backend
+from .backends.base import Plan
 from .card import ModelCard, parse_card, read_card_file
 from .decode import DecodeOptions
 from .decode.frame import decode_outputs
-from .errors import InputError, ModelError
-from .modelfile import ModelFileInfo, inspect_model, xnnpack_refusals
+from .errors import InputError, ModelError, OcrnetError
+from .modelfile import ModelFileInfo, inspect_file
+from .onnxfile import base_name
+from .precision import DEFAULT_PRECISION, PRECISIONS
 from .preprocess import preprocess_into
 from .results import FrameResult
 
 
 def sibling_card(path: Path) -> Path | None:
-    """``<name>.card.json`` beside ``<name>_int8.tflite``, ``<name>_int8_edgetpu.tflite`` or ``<name>.tflite``."""
-    stem = path.stem
-    for suffix in ("_edgetpu", "_int8", "_float32", "_gatefailed"):
-        stem = stem.removesuffix(suffix)
-    for s in (stem, path.stem):
+    """``<name>.card.json`` beside ``<name>_int8.tflite``, ``<name>_int8_edgetpu.tflite``, ``<name>.tflite``,
+    ``<name>.onnx`` or ``<name>_int8_qdq.onnx``."""
+    for s in (base_name(path), path.stem):
         p = path.with_name(f"{s}.card.json")
         if p.is_file():
             return p
@@ -52,7 +53,7 @@ def find_card(path: Path | str, info: ModelFileInfo | None = None, card=None) ->
         ModelError: No card, or a card the strict parser refuses.
     """
     path = Path(path)
-    info = info if info is not None else inspect_model(path)
+    info = info if info is not None else inspect_file(path)
     if isinstance(card, ModelCard):
         return card
     if card is not None:
@@ -74,9 +75,17 @@ class EngineOptions:
     """How to run a model.
 
     Attributes:
-        backend: ``auto``, ``cpu`` or ``edgetpu``.
+        backend: ``auto`` or a name of :data:`~runtime.backends.BACKENDS` (``cpu``, ``edgetpu``,
+            ``onnxruntime``, ``tensorrt``).
         threads: CPU threads.
-        device: Edge TPU device (``usb``, ``usb:N``, ``pci``, ``pci:N``) or None.
+        device: Which device of the backend: the Edge TPU (``usb``, ``usb:N``, ``pci``, ``pci:N``), ONNX
+            Runtime's execution provider (``cpu``, ``cuda``, ``tensorrt``), TensorRT's GPU index (``0``);
+            None for the backend's own choice.
+        order: Backends ``auto`` tries, in turn (the board profile's ``backends``); the registry's other
+            backends follow, so a file none of them opens still runs where a library for it is installed.
+        precision: ``auto`` (by the file and the board: an int8 build runs int8 where the board lists it,
+            anything else the board's first float precision), or ``int8``, ``fp16``, ``fp32`` (GPU backends).
+        board_precision: Precisions the board's accelerator runs, best first (the profile's ``precision``).
         decode: Detection thresholds replacing the card's; None takes the card's settings.
         decode_overrides: ``(field, value)`` pairs replacing single fields of the card's settings
             (``score_threshold``, ``iou_threshold``, ``max_detections``): ``run --score`` alone keeps
@@ -87,6 +96,9 @@ class EngineOptions:
     backend: str = "auto"
     threads: int = 1
     device: str | None = None
+    order: tuple[str, ...] = ()
+    precision: str = "auto"
+    board_precision: tuple[str, ...] = DEFAULT_PRECISION
     decode: DecodeOptions | None = None
     decode_overrides: tuple[tuple[str, float], ...] = ()
     frame_order: str = "rgb"
@@ -96,6 +108,20 @@ class EngineOptions:
             raise InputError(f"backend must be auto or one of {sorted(BACKENDS)}. Received: {self.backend!r}")
         if self.threads < 1:
             raise InputError(f"threads must be at least 1. Received: {self.threads}")
+        unknown = [b for b in self.order if b not in BACKENDS]
+        if unknown:
+            raise InputError(f"backend order names unknown backends {unknown}; known: {sorted(BACKENDS)}")
+        if self.precision != "auto" and self.precision not in PRECISIONS:
+            raise InputError(f"precision must be auto or one of {PRECISIONS}. Received: {self.precision!r}")
+        bad = [p for p in self.board_precision if p not in PRECISIONS]
+        if bad or not self.board_precision:
+            raise InputError(f"board precisions must be a non-empty list of {PRECISIONS}. Received: {self.board_precision}")
+
+    def candidates(self) -> tuple[str, ...]:
+        """Backends to try, in turn: the one asked for, or the order then the registry's others."""
+        if self.backend != "auto":
+            return (self.backend,)
+        return tuple(dict.fromkeys((*self.order, *BACKENDS)))
 
 
 class Engine:
@@ -114,46 +140,63 @@ class Engine:
     @classmethod
     def open(cls, path: Path | str, card: Path | str | ModelCard | None = None,
              options: EngineOptions = EngineOptions()) -> Engine:
-        """Validate, find the card, choose the backend and load the model.
+        """Validate, choose the backend, find the card and load the model.
+
+        Each backend says what it would run (:meth:`~runtime.backends.base.Backend.plan`); ``auto`` takes
+        the first in :meth:`EngineOptions.candidates` that plans and opens, and says its choice once when
+        one before it could not serve or the choice changed the file or the precision.
 
         Raises:
             InputError: Missing or unreadable file.
-            ModelError: Not a TFLite model, malformed, no card, outputs missing, or an Edge TPU build
-                without an Edge TPU.
-            EnvironmentMissing: No interpreter, or the Edge TPU library is missing.
+            ModelError: Not a TFLite or ONNX model, malformed, no card, outputs missing, or no backend runs
+                this file (an Edge TPU build without an Edge TPU).
+            EnvironmentMissing: The backend asked for (or every one that could run the file) lacks its
+                library or device.
         """
         path = Path(path)
-        info = inspect_model(path)
-        model_card = find_card(path, info, card)
-        backend_name = options.backend
-        if backend_name == "auto":
-            backend_name = "edgetpu" if info.is_edgetpu else "cpu"
-        if info.is_edgetpu and backend_name != "edgetpu":
-            raise ModelError(cls._edgetpu_message(path, f"backend {backend_name!r} was asked for"))
-        if backend_name == "edgetpu":
-            reason = BACKENDS["edgetpu"].is_available()
-            if reason:
-                if info.is_edgetpu:
-                    raise ModelError(cls._edgetpu_message(path, reason))
-                from .errors import EnvironmentMissing
-
-                raise EnvironmentMissing(f"Edge TPU backend unavailable: {reason}")
-            backend = BACKENDS["edgetpu"](path, options.threads, options.device)
-        else:
-            refusals = xnnpack_refusals(info)
-            if refusals:
-                print(f"note: {path}: {len(refusals)} convolution(s) with requantization scales XNNPACK refuses "
-                      f"(first: {refusals[0]}; degenerate activations: an untrained or barely trained model?); "
-                      "running on LiteRT's reference kernels, which are slower", file=sys.stderr)
-            backend = BACKENDS[backend_name](path, options.threads, reference_kernels=bool(refusals))
-        return cls(path, info, model_card, backend, options)
+        info = inspect_file(path)
+        backend, plan, model_card, passed = cls._choose(path, info, options, card)
+        try:
+            for note in plan.notes:
+                print(f"note: {path}: {note}", file=sys.stderr)
+            if passed and options.backend == "auto":
+                print(f"backend: {backend.name} ({backend.served_by}, {backend.precision}); "
+                      + "; ".join(passed), file=sys.stderr)
+            return cls(plan.path, plan.info, model_card, backend, options)
+        except BaseException:
+            backend.close()
+            raise
 
     @staticmethod
-    def _edgetpu_message(path: Path, reason: str) -> str:
-        cpu = cpu_build_for(path)
-        hint = f"run the CPU build {cpu} instead" if cpu else "run the CPU build of the model (the file without _edgetpu)"
-        return (f"{path} is compiled for the Edge TPU (edgetpu-custom-op) and needs the TPU and libedgetpu.so.1 "
-                f"({reason}); {hint}")
+    def _choose(path: Path, info, options: EngineOptions, card) -> tuple[Backend, Plan, ModelCard, list[str]]:
+        """The first backend of the candidates that plans and opens ``path``, its plan, the card of the file it
+        runs (found before anything loads: a TensorRT build takes minutes), and why the ones before it could not
+        serve (refusals of the file's format are not listed: they are no choice)."""
+        explicit = options.backend != "auto"
+        refused: list[OcrnetError] = []
+        failed: list[tuple[str, OcrnetError]] = []
+        for name in options.candidates():
+            cls_ = BACKENDS[name]
+            try:
+                plan = cls_.plan(path, info, options)
+            except ModelError as e:
+                if explicit:
+                    raise
+                refused.append(e)
+                continue
+            model_card = find_card(plan.path, plan.info, card)
+            try:
+                return cls_.open(plan, options), plan, model_card, [f"{n}: {e}" for n, e in failed]
+            except OcrnetError as e:  # missing library or device, refused model, a --device it does not take
+                if explicit:
+                    raise
+                failed.append((name, e))
+        if failed:  # a backend that runs this file exists but could not open it here
+            if len(failed) == 1:
+                raise failed[0][1]
+            kind = type(failed[0][1])
+            raise kind(f"no backend here runs {path}: " + "; ".join(f"{n}: {e}" for n, e in failed))
+        raise ModelError(f"no backend runs {path}: " + "; ".join(str(e) for e in refused))
 
     def _bind(self) -> None:
         b = self.backend

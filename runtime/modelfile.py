@@ -116,6 +116,14 @@ class ModelFileInfo:
     metadata: dict[str, bytes]
     subgraphs: int
 
+    format = "tflite"
+    """The file format (``tflite``; ``onnx`` for :class:`~runtime.onnxfile.OnnxFileInfo`)."""
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one invoke (:func:`count_macs`)."""
+        return count_macs(self)
+
     @property
     def op_names(self) -> list[str]:
         """Operator names in execution order."""
@@ -167,8 +175,40 @@ def _read_bytes(path: Path) -> memoryview | bytes:
         raise InputError(f"{path}: model file cannot be read (permission denied)") from None
 
 
+def inspect_file(path: Path | str):
+    """Validate and describe a ``.tflite`` or ``.onnx`` file without running it: the runtime's entry point.
+
+    The content decides the format (a TFL3 flatbuffer identifier); a file named ``.onnx``, or one that is neither
+    named ``.tflite`` nor a flatbuffer but starts as an ONNX file does, is read as ONNX
+    (:func:`runtime.onnxfile.inspect_onnx`).
+
+    Returns:
+        A :class:`ModelFileInfo`, or an :class:`~runtime.onnxfile.OnnxFileInfo` for an ONNX file.
+
+    Raises:
+        InputError: The file is missing or unreadable.
+        ModelError: Neither a TFLite nor an ONNX model, or truncated or malformed.
+    """
+    path = Path(path)
+    buf = _read_bytes(path)
+    size = len(buf)
+    if size >= 8 and bytes(buf[4:8]) == b"TFL3":
+        return inspect_model(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx" or (suffix != ".tflite" and size and buf[0] == 0x08):
+        from .onnxfile import inspect_onnx
+
+        if size == 0:
+            raise ModelError(f"{path}: empty file; expected an ONNX model")
+        return inspect_onnx(path, buf, size)
+    if suffix != ".tflite":
+        raise ModelError(f"{path}: not a TFLite or ONNX model (no TFL3 flatbuffer identifier, no ONNX header); "
+                         "expected a .tflite or .onnx file")
+    return inspect_model(path)
+
+
 def inspect_model(path: Path | str) -> ModelFileInfo:
-    """Validate and describe a ``.tflite`` file without running it.
+    """Validate and describe a ``.tflite`` file without running it (:func:`inspect_file` takes ONNX files too).
 
     Raises:
         InputError: The file is missing or unreadable.

@@ -85,6 +85,8 @@ class RunSummary:
     interrupted: bool = False
     source: str = ""
     backend: str = ""
+    precision: str = ""
+    model: str = ""
 
     @property
     def fps(self) -> float:
@@ -99,6 +101,10 @@ class RunSummary:
         mem = ""
         if self.memory:
             mem = f"; peak RSS {self.memory.peak:.0f}/{self.memory.budget:.0f} MB"
+            if self.memory.gpu is not None:
+                mem = (f"; peak RSS {self.memory.peak:.0f} + GPU {self.memory.gpu:.0f} = {self.memory.counted:.0f}/"
+                       f"{self.memory.budget:.0f} MB" if self.memory.shared else
+                       f"{mem} (GPU {self.memory.gpu:.0f} MB beside)")
             mem += " (emulated: the emulator's, budget not enforced)" if self.memory.emulated else ""
         faults = "".join(f", {k} {v}" for k, v in self.faults.items() if v)
         return (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps); median ms: {stages}; "
@@ -108,7 +114,8 @@ class RunSummary:
         return {"frames": self.frames, "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
                 "dropped": self.dropped, "median_ms": {k: round(v, 3) for k, v in self.medians().items()},
                 "faults": self.faults, "memory_mb": self.memory.as_dict() if self.memory else None,
-                "interrupted": self.interrupted, "source": self.source, "backend": self.backend}
+                "interrupted": self.interrupted, "source": self.source, "backend": self.backend,
+                "precision": self.precision, "model": self.model}
 
 
 class _Stop:
@@ -142,16 +149,30 @@ def check_budget(engine: Engine, board: Board, after_import: float) -> MemoryFig
     after_load = rss_mb()
     size = engine.input_size
     engine.process(np.zeros((size, size, 3), np.uint8))  # XNNPACK packs weights on the first invoke
+    gpu_mb, shared = device_memory(engine)
     figures = MemoryFigures(after_import, after_load, rss_mb(), peak_rss_mb(), float(board.memory_budget_mb),
-                            emulated())
-    if figures.peak > board.memory_budget_mb and not figures.emulated:
+                            emulated(), gpu_mb, shared)
+    if figures.counted > board.memory_budget_mb and not figures.emulated:
         smaller = [s for s in board.sizes if s < size]
         hint = f"convert at --size {max(smaller)}" if smaller else "use a smaller model (lower --width when training)"
+        gpu_part = f" with {gpu_mb:.0f} MB on the GPU, which shares the board's memory" if shared and gpu_mb else ""
         raise MemoryBudgetError(
-            f"the model needs {figures.peak:.0f} MB (after import {after_import:.0f}, after loading "
+            f"the model needs {figures.counted:.0f} MB{gpu_part} (after import {after_import:.0f}, after loading "
             f"{after_load:.0f}) but board {board.name} allows {board.memory_budget_mb} MB; {hint}"
         )
     return figures
+
+
+def device_memory(engine: Engine) -> tuple[float | None, bool]:
+    """``(GPU memory the backend holds, whether that GPU shares the board's memory)``; ``(None, False)``
+    for backends that hold none (asking a CPU backend never touches CUDA)."""
+    mb = engine.backend.device_memory_mb()
+    if mb is None:
+        return None, False
+    from .system.gpu import first_gpu
+
+    dev = first_gpu()
+    return mb, bool(dev and dev.integrated)
 
 
 def open_sinks(options: RunOptions, source: Source, semantic_classes: tuple[str, ...]
@@ -200,7 +221,8 @@ def run(model: Path | str, options: RunOptions, card: Path | ModelCard | None = 
     """
     after_import = rss_mb()
     engine = Engine.open(model, card, options.engine)
-    summary = RunSummary(source=options.source, backend=engine.backend.name)
+    summary = RunSummary(source=options.source, backend=engine.backend.name, precision=engine.backend.precision,
+                         model=str(engine.path))
     extra, sinks = list(sinks), []
     source = None
     try:

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import EnvironmentMissing, ModelError
 from ..quant import FLOAT, Quant
 from ..quiet import native_stderr_quiet
+from .base import Plan
+
+
+def edgetpu_message(path: Path, reason: str) -> str:
+    """The line that refuses an Edge TPU build where it cannot run, naming the CPU build to use instead."""
+    cpu = path.with_name(path.name.replace("_edgetpu.tflite", ".tflite"))
+    hint = (f"run the CPU build {cpu} instead" if cpu != path and cpu.is_file()
+            else "run the CPU build of the model (the file without _edgetpu)")
+    return (f"{path} is compiled for the Edge TPU (edgetpu-custom-op) and needs the TPU and libedgetpu.so.1 "
+            f"({reason}); {hint}")
+
+
+def tflite_precision(info) -> str:
+    """``int8`` for a quantized TFLite file (8-bit input), else ``float32``."""
+    dtype = info.tensors[info.inputs[0]].dtype if info.inputs else "float32"
+    return "int8" if dtype in ("int8", "uint8") else "float32"
 
 
 def interpreter_class() -> tuple[type, Callable, str]:
@@ -42,7 +58,10 @@ class CpuBackend:
     """
 
     name: ClassVar[str] = "cpu"
+    formats: ClassVar[tuple[str, ...]] = ("tflite",)
     runtime_version: str
+    precision: str = "float32"
+    served_by: str = "XNNPACK"
     threads: int
     tensor_index: dict[str, int]
     signature_outputs: dict[str, int]
@@ -56,11 +75,40 @@ class CpuBackend:
             return str(e)
         return None
 
+    @classmethod
+    def plan(cls, path: Path, info: Any, options: Any) -> Plan:
+        """Runs a ``.tflite`` file as it is; refuses other formats and Edge TPU builds."""
+        from ..modelfile import xnnpack_refusals
+
+        if info.format not in cls.formats:
+            raise ModelError(f"{path}: the {cls.name} backend runs .tflite files, not {info.format}")
+        if info.is_edgetpu:
+            raise ModelError(edgetpu_message(path, f"backend {cls.name!r} was asked for"))
+        refusals = xnnpack_refusals(info)
+        notes = ()
+        if refusals:
+            notes = (f"{len(refusals)} convolution(s) with requantization scales XNNPACK refuses (first: {refusals[0]}; "
+                     "degenerate activations: an untrained or barely trained model?); running on LiteRT's reference "
+                     "kernels, which are slower",)
+        return Plan(path, info, tflite_precision(info), notes, {"reference_kernels": bool(refusals)})
+
+    @classmethod
+    def open(cls, plan: Plan, options: Any) -> CpuBackend:
+        """The interpreter for ``plan`` with ``options.threads`` threads."""
+        backend = cls(plan.path, options.threads, reference_kernels=bool((plan.extra or {}).get("reference_kernels")))
+        backend.precision = plan.precision
+        return backend
+
+    def device_memory_mb(self) -> float | None:
+        """None: everything is in the process's RSS."""
+        return None
+
     def __init__(self, path: Path | str, threads: int = 1, delegates: list | None = None,
                  reference_kernels: bool = False):
         interp_cls, _, self.runtime_version = interpreter_class()
         self.path = Path(path)
         self.reference_kernels = reference_kernels
+        self.served_by = "reference kernels" if reference_kernels else ("delegate" if delegates else "XNNPACK")
         extra = {}
         if reference_kernels:  # without XNNPACK (see modelfile.xnnpack_refusals)
             module = __import__(interp_cls.__module__, fromlist=["OpResolverType"])

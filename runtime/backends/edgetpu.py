@@ -10,10 +10,11 @@ from __future__ import annotations
 import ctypes.util
 import re
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from ..errors import EnvironmentMissing, InputError
-from .cpu import CpuBackend, interpreter_class
+from ..errors import EnvironmentMissing, InputError, ModelError
+from .base import Plan
+from .cpu import CpuBackend, edgetpu_message, interpreter_class, tflite_precision
 
 LIBRARY = "libedgetpu.so.1"
 INSTALL_HINT = (
@@ -60,6 +61,33 @@ class EdgeTpuBackend(CpuBackend):
     """
 
     name: ClassVar[str] = "edgetpu"
+    served_by: str = "Edge TPU"
+
+    @classmethod
+    def plan(cls, path: Path, info: Any, options: Any) -> Plan:
+        """Runs a ``.tflite`` file; when chosen automatically, only one compiled for the Edge TPU."""
+        if info.format not in cls.formats:
+            raise ModelError(f"{path}: the {cls.name} backend runs .tflite files, not {info.format}")
+        if options.backend == "auto" and not info.is_edgetpu:
+            raise ModelError(f"{path} is not compiled for the Edge TPU (no edgetpu-custom-op)")
+        return Plan(path, info, tflite_precision(info))
+
+    @classmethod
+    def open(cls, plan: Plan, options: Any) -> EdgeTpuBackend:
+        """The interpreter with the Edge TPU delegate.
+
+        Raises:
+            ModelError: An Edge TPU build where the TPU or its library is missing (naming the CPU build).
+            EnvironmentMissing: The TPU or its library is missing for a file that is not an Edge TPU build.
+        """
+        reason = cls.is_available()
+        if reason:
+            if plan.info.is_edgetpu:
+                raise ModelError(edgetpu_message(plan.path, reason))
+            raise EnvironmentMissing(f"Edge TPU backend unavailable: {reason}")
+        backend = cls(plan.path, options.threads, options.device)
+        backend.precision = plan.precision
+        return backend
 
     @staticmethod
     def is_available() -> str | None:

@@ -14,10 +14,13 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
+from ..precision import DEFAULT_PRECISION, PRECISIONS
 
 BOARDS_DIR = Path(__file__).resolve().parents[2] / "boards"
 """The repository's ``boards/`` folder (installed as package data beside the runtime)."""
-BACKEND_NAMES = ("edgetpu", "cpu")
+BACKEND_NAMES = ("edgetpu", "cpu", "onnxruntime", "tensorrt")
+OPTIONAL = {"precision": DEFAULT_PRECISION}
+"""Keys a profile may leave out, with their defaults."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class Board:
         ram_mb: Memory on the board.
         memory_budget_mb: Most resident memory this process may use (what the OS and camera stack leave).
         threads: Interpreter threads.
-        backends: Backends to try, in order (``edgetpu``, ``cpu``).
+        backends: Backends to try, in order (``edgetpu``, ``cpu``, ``onnxruntime``, ``tensorrt``).
         input_size: Model input size to convert and run at.
         sizes: Input sizes a benchmark sweeps.
         camera: Default camera source string.
@@ -39,6 +42,9 @@ class Board:
         camera_height: Capture height.
         camera_fps: Capture rate.
         basis: What the numbers above are based on.
+        precision: Precisions the board's accelerator runs, best first (``int8``, ``fp16``, ``fp32``), for the GPU
+            backends: an int8 build runs INT8 where this lists ``int8`` and the GPU has it, anything else the first
+            float precision; optional, default ``[fp16, fp32]`` (``runtime.precision`` has the whole rule).
     """
 
     name: str
@@ -55,6 +61,7 @@ class Board:
     camera_height: int
     camera_fps: int
     basis: str
+    precision: tuple[str, ...] = DEFAULT_PRECISION
 
     @property
     def prefers_edgetpu(self) -> bool:
@@ -110,13 +117,19 @@ def parse_board(text: str, path: Path) -> Board:
             bad = [b for b in values[key] if b not in BACKEND_NAMES]
             if bad:
                 raise _err(path, vnode, f"unknown backends {bad}; known: {list(BACKEND_NAMES)}")
+        if key == "precision":
+            bad = [p for p in values[key] if p not in PRECISIONS]
+            if bad:
+                raise _err(path, vnode, f"unknown precision {bad}; known: {list(PRECISIONS)}")
+            if len(set(values[key])) != len(values[key]):
+                raise _err(path, vnode, f"precision lists a value twice. Received: {list(values[key])}")
         if t == "int" and values[key] <= 0:
             raise _err(path, vnode, f"{key} must be positive. Received: {values[key]}")
         if key in ("input_size", "sizes"):
             sizes = values[key] if isinstance(values[key], tuple) else (values[key],)
             if any(s % 32 for s in sizes):
                 raise _err(path, vnode, f"{key} must be multiples of 32. Received: {values[key]}")
-    missing = sorted(set(_TYPES) - set(values))
+    missing = sorted(set(_TYPES) - set(values) - set(OPTIONAL))
     if missing:
         raise _err(path, root, f"missing fields {missing}")
     if values["memory_budget_mb"] > values["ram_mb"]:

@@ -23,6 +23,45 @@ def _videoio() -> dict[str, bool]:
     return out
 
 
+def gpu_lines() -> list[str]:
+    """CUDA, TensorRT and ONNX Runtime's execution providers: what was found, or why not."""
+    from . import gpu
+
+    out = []
+    try:
+        c = gpu.cuda()
+        reason = gpu.gpu_reason()
+        dev = gpu.first_gpu() if reason is None else None
+        where = f"CUDA runtime {c.runtime_version()} ({c.path})"
+        if dev:
+            kind = "shares the board's memory" if dev.integrated else "own memory"
+            out.append(f"CUDA: {where}; GPU {dev.index}: {dev.name}, sm {dev.compute[0]}.{dev.compute[1]}, "
+                       f"{dev.total_mb:.0f} MB ({kind}); fast INT8 {'yes' if dev.fast_int8 else 'no'}, "
+                       f"fast FP16 {'yes' if dev.fast_fp16 else 'no'}")
+        else:
+            out.append(f"CUDA: {where}; {reason}")
+    except Exception as e:  # report, never fail
+        out.append(f"CUDA: not found ({e})")
+    try:
+        import tensorrt  # type: ignore
+
+        out.append(f"TensorRT: {tensorrt.__version__} (Python bindings)")
+    except ImportError:
+        lib = gpu.tensorrt_library_version()
+        from ..backends.tensorrt import INSTALL_HINT
+
+        out.append(f"TensorRT: Python bindings not found{f' (libnvinfer {lib} is installed)' if lib else ''}; "
+                   f"{INSTALL_HINT}")
+    try:
+        from ..backends.onnxruntime import _ort
+
+        ort = _ort()
+        out.append(f"ONNX Runtime: {ort.__version__}, providers {', '.join(ort.get_available_providers())}")
+    except Exception as e:  # report, never fail
+        out.append(f"ONNX Runtime: {e}")
+    return out
+
+
 def report(board: str = "auto") -> str:
     """The doctor's text."""
     detected = detect_board()
@@ -33,11 +72,13 @@ def report(board: str = "auto") -> str:
     if model:
         lines.append(f"device tree: {model}")
     lines.append(f"budget: {chosen.memory_budget_mb} MB, threads {chosen.threads}, input {chosen.input_size}, "
-                 f"backends {', '.join(chosen.backends)}")
+                 f"backends {', '.join(chosen.backends)}, GPU precision {', '.join(chosen.precision)}")
     lines.append("backends:")
     for name, cls in BACKENDS.items():
         reason = cls.is_available()
         lines.append(f"  {name}: {'available' if reason is None else 'unavailable: ' + reason}")
+    lines.append("GPU:")
+    lines += [f"  {line}" for line in gpu_lines()]
     lines.append("runtimes:")
     try:
         from ..backends.cpu import interpreter_class

@@ -110,4 +110,16 @@ def machine_info(declared_board: str | None = None) -> dict:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "emulated": emulated(),
+        "gpu": gpu_info(),
     }
+
+
+def gpu_info() -> dict | None:
+    """The CUDA GPU a GPU backend would use (name, compute capability, memory, shared with the CPU), or None."""
+    from .gpu import first_gpu, gpu_reason
+
+    if gpu_reason() is not None:
+        return None
+    dev = first_gpu()
+    return None if dev is None else {"name": dev.name, "compute": f"{dev.compute[0]}.{dev.compute[1]}",
+                                     "memory_mb": round(dev.total_mb), "shared_memory": dev.integrated}

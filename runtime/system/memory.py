@@ -43,6 +43,10 @@ class MemoryFigures:
         budget: The board's budget for this process.
         emulated: Measured under user-mode emulation, where the RSS is the emulator's (its translation
             cache included), not what the board would show.
+        gpu: GPU memory the model took (engine, activations, buffers), or None without a GPU backend.
+        shared: The GPU shares the board's memory (a Jetson): the budget counts ``peak + gpu``, because
+            memory the GPU allocates is not in the process's RSS but comes from the same DRAM. On a
+            discrete GPU the budget counts ``peak`` only and ``gpu`` is reported beside it.
     """
 
     after_import: float
@@ -51,7 +55,16 @@ class MemoryFigures:
     peak: float
     budget: float
     emulated: bool = False
+    gpu: float | None = None
+    shared: bool = False
+
+    @property
+    def counted(self) -> float:
+        """What the budget is held against: peak RSS, plus GPU memory where the GPU shares the board's."""
+        return self.peak + ((self.gpu or 0.0) if self.shared else 0.0)
 
     def as_dict(self) -> dict[str, float | bool]:
         """JSON-ready, rounded to 0.1 MB."""
-        return {k: v if isinstance(v, bool) else round(v, 1) for k, v in self.__dict__.items()}
+        out = {k: v if isinstance(v, bool) or v is None else round(v, 1) for k, v in self.__dict__.items()}
+        out["counted"] = round(self.counted, 1)
+        return out
