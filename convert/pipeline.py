@@ -26,10 +26,11 @@ from ocrnet_edge.model.network import output_spec
 from ocrnet_edge.runtime.engine import Engine, EngineOptions
 from ocrnet_edge.runtime.errors import EnvironmentMissing, GateError, InputError, ModelError, OutputError
 from ocrnet_edge.runtime.modelfile import inspect_model, xnnpack_refusals
+from ocrnet_edge.runtime.quiet import native_stderr_quiet
 
 from . import calibration, checks, edgetpu, fidelity
 from .card import build_card, embed_card
-from .export import count_keras_convolutions, export_model, keras_to_tflite
+from .export import count_keras_convolutions, export_model, exported, tflite_converter
 from .report import write_reports
 
 HELDOUT_SEED = 20261126
@@ -283,9 +284,11 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
                     "calibration": calib.as_dict(), "gated": options.gate}
 
     t0 = time.perf_counter()
-    int8_bytes = keras_to_tflite(net, cfg, representative)
-    report["conversion_seconds"] = round(time.perf_counter() - t0, 2)
-    float_bytes = keras_to_tflite(net, cfg) if options.write_float else None
+    # One SavedModel export serves both files (a second export rebuilt and traced the model again).
+    with exported(net, cfg) as saved, native_stderr_quiet():  # the converter's "fully_quantize: 0, ..." line
+        int8_bytes = tflite_converter(saved, representative).convert()
+        report["conversion_seconds"] = round(time.perf_counter() - t0, 2)
+        float_bytes = tflite_converter(saved).convert() if options.write_float else None
 
     work = Path(tempfile.mkdtemp(prefix="ocrnet-convert-"))
     try:

@@ -16,7 +16,9 @@ from ocrnet_edge.runtime.modelfile import inspect_model
 from ocrnet_edge.runtime.run import MemoryBudgetError, check_budget
 from ocrnet_edge.runtime.system.boards import load_board
 
-from .conftest import PEERS, SMALL
+from .conftest import PEERS, REPO, SMALL
+
+CLIP = REPO / "samples" / "clip.mp4"
 
 
 def test_random_bytes_truncated_and_empty_files_are_refused(converted, tmp_path):
@@ -206,7 +208,8 @@ def test_run_writes_a_list_of_sinks_and_closes_each_once(converted, roomy_board,
     from ocrnet_edge.runtime.io.sinks import JsonLinesSink, Sink
     from ocrnet_edge.runtime.run import RunOptions, run
 
-    options = RunOptions(source="synthetic://?seed=2&size=160x120&frames=5", board=load_board(roomy_board),
+    # A file source: a live one (synthetic://) drops frames when the machine is loaded, and this test counts them.
+    options = RunOptions(source=str(CLIP), board=load_board(roomy_board), max_frames=5,
                          engine=EngineOptions(threads=1), json_out=str(tmp_path / "r.jsonl"), status=False)
     mine = RecordingSink()
     assert isinstance(mine, Sink) and isinstance(JsonLinesSink(str(tmp_path / "x.jsonl")), Sink)
