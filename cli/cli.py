@@ -497,8 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train the shared-feature model on a labelled dataset (workstation)")
     t.add_argument("--data", required=True, type=Path,
-                   help="dataset: COCO (folder or .json), YOLO (folder or data.yaml) or label maps "
-                   "(images/ labels/ classes.txt)")
+                   help="dataset: COCO (folder or .json), YOLO (folder or data.yaml), label maps "
+                   "(images/ labels/ classes.txt) or Pascal VOC XML (VOC devkit or LabelImg folders)")
     t.add_argument("--out", required=True, type=Path, help="run folder (an existing run is resumed)")
     t.add_argument("--val", type=Path, help="validation dataset (default: the dataset's val split, else "
                    "--val-fraction of its images held out)")

@@ -141,6 +141,11 @@ def _locate(path: Path) -> tuple[str, Path | VocLayout | None]:
     yamls = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
     if len(yamls) == 1:
         return "yolo", yamls[0]
+    # The VOC devkit's root (VOCdevkit/ holding VOC2007/, VOC2012/): name the year folders to pass instead.
+    years = sorted(d.name for d in path.iterdir() if d.is_dir() and (d / "Annotations").is_dir())
+    if years:
+        raise InputError(f"{path}: holds Pascal VOC datasets in {', '.join(y + '/' for y in years)}; "
+                         f"pass one of them, e.g. --data {path / years[0]}")
     raise InputError(
         f"{path}: no dataset found; expected a COCO annotations JSON (annotations.json, annotations/*.json, "
         "result.json or train/_annotations.coco.json), a YOLO data.yaml, images/ + labels/ + classes.txt (label maps), "

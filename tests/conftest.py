@@ -17,6 +17,17 @@ SMALL = 128
 """Input size of the tiny models and scenes the tests build (a multiple of 32)."""
 
 
+SLOW_FIXTURES = {"onnx_dir"}
+"""Fixtures that export a model of their own (the ONNX runtime tests' reference model at 128: half a minute):
+a test that uses one is marked slow, so that ``scripts/test --fast`` leaves it out (CI runs it)."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory):
     """12 procedural scenes of 128x128 in COCO format."""

@@ -94,6 +94,7 @@ def test_gate_failure_writes_reports_and_a_failed_model(tiny_model, calib_dir, t
     assert "Layers with the largest quantization error" in (tmp_path / "tiny.report.md").read_text()
 
 
+@pytest.mark.slow  # a conversion of its own
 def test_the_fidelity_debugger_analyses_the_graph_that_ships(tiny_model, calib_dir, converted):
     """Same converter set-up and calibration as the shipped file: every quantized tensor of the debugger's
     copy carries the shipped file's scale and zero point."""
@@ -233,6 +234,7 @@ def test_bad_input(case, code, message, tiny_model, calib_dir, tmp_path, capsys)
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow  # a conversion of its own
 def test_edgetpu_without_compiler_says_how_to_install(converted, tiny_model, calib_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     rc = main(["convert", str(tiny_model), "--out", str(tmp_path), "--calib", str(calib_dir), "--min-calib", "10",
@@ -315,6 +317,7 @@ def test_check_edgetpu_on_coral_models(capsys):
     assert "op 71 ARG_MAX: not an Edge TPU op" in out.out and out.err.startswith("error: ")
 
 
+@pytest.mark.slow  # a conversion of its own
 def test_board_sets_size_and_eval_accepts_the_tflite(tiny_model, calib_dir, small_dataset, tmp_path, capsys):
     rc = main(["convert", str(tiny_model), "--out", str(tmp_path), "--calib", str(calib_dir), "--min-calib", "10",
                "--heldout-images", "2", "--board", "rpi-zero-2w", "--name", "z", "--quiet"])

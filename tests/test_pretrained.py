@@ -175,6 +175,7 @@ print("LOADED", rec["file"])
 """
 
 
+@pytest.mark.slow  # a subprocess that imports TensorFlow and builds a Keras Applications backbone
 @pytest.mark.parametrize(("backbone", "width"), [("mobilenet_v2", 0.35), ("mobilenet_v1", 0.25)])
 def test_imagenet_weights_through_the_keras_cache(tmp_path, backbone, width):
     """Keras fetches ImageNet weights into its cache; the test puts its own file there (no network)."""
@@ -195,6 +196,7 @@ def test_imagenet_weights_through_the_keras_cache(tmp_path, backbone, width):
     assert f"LOADED {cache / name}" in p.stdout
 
 
+@pytest.mark.slow  # builds two Keras Applications backbones and an OCRNet on each
 def test_keras_weights_file(tmp_path):
     from ocrnet_edge.model.network import build_ocrnet
     from ocrnet_edge.model.pretrained import keras_application, load_pretrained

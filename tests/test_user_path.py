@@ -87,6 +87,7 @@ def test_coco_export_with_boxes_only_on_half(tmp_path, capsys, roomy_board):
     assert held["holdout"] == {"fraction": 0.1, "seed": 0}
 
 
+@pytest.mark.slow  # a conversion of its own
 def test_convert_says_what_to_pass_without_data(tmp_path, capsys, calib_dir):
     """A model with other classes and no record of its data is never calibrated on the bundled scenes."""
     import dataclasses

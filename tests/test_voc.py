@@ -105,6 +105,15 @@ def test_devkit_layout(devkit):
     assert load_dataset(devkit, split="test").records[0].categories.tolist() == [2]
 
 
+def test_the_devkit_root_names_the_year_folder_to_pass(tmp_path, capsys):
+    write_devkit(tmp_path / "VOCdevkit" / "VOC2007")
+    root = tmp_path / "VOCdevkit"
+    assert main(["dataset", str(root)]) == EXIT_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert f"holds Pascal VOC datasets in VOC2007/; pass one of them, e.g. --data {root / 'VOC2007'}" in err[0]
+
+
 def test_trainval_when_there_is_no_train_list(devkit):
     (devkit / "ImageSets" / "Main" / "train.txt").unlink()
     assert available_splits(devkit) == ("train", "val", "test")
