@@ -318,3 +318,34 @@ def test_convert_onnx_opset_per_board(argv, opset, tiny_model, tmp_path, monkeyp
     monkeypatch.setattr(pipeline, "convert_model", fake)
     assert main(["convert", str(tiny_model), "--out", str(tmp_path), "--onnx", *argv]) == errors.EXIT_INPUT
     assert seen["options"].onnx and seen["options"].onnx_opset == opset
+
+
+@pytest.mark.slow  # a conversion of its own, through the whole pipeline
+def test_convert_onnx_through_the_pipeline(tiny_model, calib_dir, tmp_path, capsys):
+    """``convert --onnx`` end to end: the TFLite files, then both ONNX files gated on the same images, checked for
+    every TensorRT version, with the card in their metadata and a section of the report for each."""
+    out = tmp_path / "conv"
+    assert main(["convert", str(tiny_model), "--out", str(out), "--name", "tiny", "--calib", str(calib_dir),
+                 "--min-calib", "10", "--heldout-images", "4", "--max-drop", "100", "--onnx", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "wrote tiny.onnx and tiny_int8_qdq.onnx (opset 17)" in said
+    assert {p.name for p in out.iterdir()} == {"tiny_int8.tflite", "tiny_float32.tflite", "tiny.card.json", "tiny.onnx",
+                                              "tiny_int8_qdq.onnx", "tiny.report.json", "tiny.report.md"}
+    report = json.loads((out / "tiny.report.json").read_text())
+    part = report["onnx"]
+    assert set(part["fidelity"]) == {"float32", "float16", "int8_qdq"}
+    for name, gate in part["fidelity"].items():
+        assert gate["passed"] and gate["heldout"] == report["fidelity"]["heldout"], name
+    # equal to numerical noise (an untrained model's outputs are near 0, so its cosines say little)
+    assert max(o["max_abs"] for o in part["fidelity"]["float32"]["outputs"].values()) < 1e-5
+    for file in ("tiny.onnx", "tiny_int8_qdq.onnx"):
+        verdicts = part["tensorrt"][file]
+        assert all(verdicts[v]["ok"] for v in ("8.5", "8.6", "10.3")), file
+        assert not verdicts["8.2"]["ok"] and "opset 17" in verdicts["8.2"]["problems"][0], "8.2 wants opset 13"
+    card = json.loads((out / "tiny.card.json").read_text())
+    for file in ("tiny.onnx", "tiny_int8_qdq.onnx"):
+        onnx_card = onnx_export.read_onnx_card(out / file)
+        same = ("format", "tasks", "thing_classes", "semantic_classes", "strides", "decode", "source_sha256", "gate")
+        assert {k: onnx_card[k] for k in same} == {k: card[k] for k in same}, file
+        assert onnx_card["input"]["size"] == card["input"]["size"] and onnx_card["input"]["dtype"] == "float32"
+    assert "## ONNX files (TensorRT, ONNX Runtime)" in (out / "tiny.report.md").read_text()
