@@ -204,8 +204,9 @@ def _load(model_path: Path, options: ConvertOptions) -> tuple[object, ModelConfi
 def _representative(files: tuple[Path, ...], size: int, progress: bool):
     """The converter's calibration samples, ``[(1, S, S, 3) float32]`` each, as the runtime preprocesses."""
     def representative():
-        for x in calibration.iter_preprocessed(tuple(tqdm(files, desc="calibration", unit="img", disable=not progress)),
-                                               size):
+        # The bar follows the images as the converter takes them (it wrapped the file list, which filled at once).
+        samples = calibration.iter_preprocessed(tuple(files), size)
+        for x in tqdm(samples, total=len(files), desc="calibration", unit="img", disable=not progress):
             yield [x]
     return representative
 
