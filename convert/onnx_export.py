@@ -225,14 +225,9 @@ def read_onnx_card(path: Path | str) -> dict[str, Any] | None:
     Raises:
         InputError, ModelError: The file is missing, not ONNX, or its card is not JSON.
     """
-    model = load_onnx(path)
-    raw = next((p.value for p in model.metadata_props if p.key == CARD_METADATA_NAME), None)
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{path}: the embedded model card is not valid JSON ({e})") from None
+    from ocrnet_edge.runtime.modelfile import inspect_file
+
+    return inspect_file(path).card()  # the runtime's reader: one parser of the embedded card
 
 
 def save_onnx_atomic(model, out: Path) -> Path:

@@ -73,34 +73,40 @@ def peak_rss_of_run(model: Path, work: Path, threads: int) -> float:
     return json.loads(summary.read_text())["memory_mb"]["peak"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def parse_args(doc: str):
+    """The options both figure scripts take."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("work", type=Path)
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def measure(models: list, args) -> list[dict]:
+    """For each ``(name, ModelConfig)``: build it untrained with BatchNorm statistics of calibration images,
+    convert it to full int8 (reused when ``WORK/<name>_<size>_int8.tflite`` exists), count MACs and parameters,
+    check it for the Edge TPU, then time every file interleaved (``invoke_ratio``: to the first model) and take
+    the peak RSS of a run on each."""
     import keras
 
     from ocrnet_edge.convert import calibration
     from ocrnet_edge.convert.card import write_with_card
     from ocrnet_edge.convert.checks import check_edgetpu
     from ocrnet_edge.convert.export import keras_to_tflite
-    from ocrnet_edge.model.config import ModelConfig
     from ocrnet_edge.model.network import build_ocrnet
     from ocrnet_edge.runtime.modelfile import count_macs, inspect_model, xnnpack_refusals
 
-    args.work.mkdir(parents=True, exist_ok=True)
     files = calibration.scan(REPO / "calibration_data", 1).files[::5][:40]
+    batch = np.concatenate(list(calibration.iter_preprocessed(files[:16], args.size)))
     rows = []
-    for backbone, width in BACKBONES:
-        name = f"{backbone}_{width:g}"
+    for name, cfg in models:
         path = args.work / f"{name}_{args.size}_int8.tflite"
-        cfg = ModelConfig(input_size=args.size, backbone=backbone, width=width)
         keras.utils.set_random_seed(0)
         net = build_ocrnet(cfg)
-        batch = np.concatenate(list(calibration.iter_preprocessed(files[:16], args.size)))
         for _ in range(30):  # BatchNorm statistics of real images (momentum 0.9): healthy activation ranges
             net(batch, training=True)
         if not path.exists():
@@ -110,16 +116,26 @@ def main() -> None:
         tpu = check_edgetpu(info)
         if xnnpack_refusals(info):
             sys.exit(f"{path}: XNNPACK would refuse it: {xnnpack_refusals(info)[0]}")
-        rows.append({"backbone": backbone, "width": width, "file": str(path), "params": int(net.count_params()),
-                     "macs": int(count_macs(info)), "int8_bytes": path.stat().st_size,
-                     "edgetpu_mapped": f"{tpu.mapped_ops}/{tpu.total_ops}", "edgetpu_ok": tpu.ok})
+        rows.append({"file": str(path), "params": int(net.count_params()), "macs": int(count_macs(info)),
+                     "int8_bytes": path.stat().st_size, "edgetpu_mapped": f"{tpu.mapped_ops}/{tpu.total_ops}",
+                     "edgetpu_ok": tpu.ok})
         print(name, rows[-1]["macs"] / 1e6, "MMAC", flush=True)
     ms = interleaved_invoke_ms({r["file"]: Path(r["file"]) for r in rows}, args.rounds, args.frames, args.threads)
-    base = ms[rows[0]["file"]]
     for r in rows:
         r["invoke_ms"] = ms[r["file"]]
-        r["invoke_ratio_to_compact"] = r["invoke_ms"] / base
+        r["invoke_ratio"] = r["invoke_ms"] / ms[rows[0]["file"]]
         r["peak_rss_mb"] = peak_rss_of_run(Path(r["file"]), args.work, args.threads)
+    return rows
+
+
+def main() -> None:
+    from ocrnet_edge.model.config import ModelConfig
+
+    args = parse_args(__doc__)
+    models = [(f"{b}_{w:g}", ModelConfig(input_size=args.size, backbone=b, width=w)) for b, w in BACKBONES]
+    rows = measure(models, args)
+    for (backbone, width), r in zip(BACKBONES, rows):
+        r.update(backbone=backbone, width=width, invoke_ratio_to_compact=r.pop("invoke_ratio"))
     doc = {"cpu": cpu_line(), "size": args.size, "threads": args.threads, "rounds": args.rounds,
            "frames_per_round": args.frames, "rows": rows}
     (args.work / "backbones.json").write_text(json.dumps(doc, indent=1))

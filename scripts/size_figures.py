@@ -10,17 +10,14 @@ calibration images as in ``backbone_figures.py`` (size, MACs and time do not dep
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from backbone_figures import cpu_line, interleaved_invoke_ms, peak_rss_of_run  # noqa: E402
+from backbone_figures import cpu_line, measure, parse_args  # noqa: E402
 
 ROWS = [("reference", "compact", 1.0, None), ("n", "mobilenet_v2", 1.0, "n"), ("s", "mobilenet_v2", 1.0, "s"),
         ("m", "mobilenet_v2", 1.0, "m"), ("s", "mobilenet_v2", 0.5, "s")]
@@ -28,56 +25,19 @@ ROWS = [("reference", "compact", 1.0, None), ("n", "mobilenet_v2", 1.0, "n"), ("
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("work", type=Path)
-    ap.add_argument("--size", type=int, default=320)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--frames", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    import keras
-
-    from ocrnet_edge.convert import calibration
-    from ocrnet_edge.convert.card import write_with_card
-    from ocrnet_edge.convert.checks import check_edgetpu
-    from ocrnet_edge.convert.export import keras_to_tflite
     from ocrnet_edge.model.config import ModelConfig
-    from ocrnet_edge.model.network import build_ocrnet
-    from ocrnet_edge.runtime.modelfile import count_macs, inspect_model, xnnpack_refusals
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    files = calibration.scan(REPO / "calibration_data", 1).files[::5][:40]
-    rows = []
+    args = parse_args(__doc__)
+    models = []
     for label, backbone, width, preset in ROWS:
-        name = f"{label}_{backbone}_{width:g}"
-        path = args.work / f"{name}_{args.size}_int8.tflite"
         cfg = ModelConfig(input_size=args.size, backbone=backbone, width=width)
-        cfg = cfg.with_preset(preset) if preset else cfg
-        keras.utils.set_random_seed(0)
-        net = build_ocrnet(cfg)
-        batch = np.concatenate(list(calibration.iter_preprocessed(files[:16], args.size)))
-        for _ in range(30):  # BatchNorm statistics of real images (momentum 0.9): healthy activation ranges
-            net(batch, training=True)
-        if not path.exists():
-            data = keras_to_tflite(net, cfg, lambda: ([x] for x in calibration.iter_preprocessed(files, args.size)))
-            write_with_card(data, cfg, name, None, path)
-        info = inspect_model(path)
-        tpu = check_edgetpu(info)
-        if xnnpack_refusals(info):
-            sys.exit(f"{path}: XNNPACK would refuse it: {xnnpack_refusals(info)[0]}")
-        rows.append({"label": label, "backbone": backbone, "width": width, "preset": preset,
-                     "channels": {k: getattr(cfg, k) for k in ("neck_channels", "det_channels", "head_channels",
-                                                                "num_protos", "ocr_channels")},
-                     "file": str(path), "params": int(net.count_params()), "macs": int(count_macs(info)),
-                     "int8_bytes": path.stat().st_size, "edgetpu_mapped": f"{tpu.mapped_ops}/{tpu.total_ops}",
-                     "edgetpu_ok": tpu.ok})
-        print(name, rows[-1]["macs"] / 1e6, "MMAC", flush=True)
-    ms = interleaved_invoke_ms({r["file"]: Path(r["file"]) for r in rows}, args.rounds, args.frames, args.threads)
-    base = ms[rows[0]["file"]]
-    for r in rows:
-        r["invoke_ms"] = ms[r["file"]]
-        r["invoke_ratio_to_reference"] = r["invoke_ms"] / base
-        r["peak_rss_mb"] = peak_rss_of_run(Path(r["file"]), args.work, args.threads)
+        models.append((f"{label}_{backbone}_{width:g}", cfg.with_preset(preset) if preset else cfg))
+    rows = measure(models, args)
+    for (label, backbone, width, preset), (_, cfg), r in zip(ROWS, models, rows):
+        r.update(label=label, backbone=backbone, width=width, preset=preset,
+                 invoke_ratio_to_reference=r.pop("invoke_ratio"),
+                 channels={k: getattr(cfg, k) for k in ("neck_channels", "det_channels", "head_channels", "num_protos",
+                                                        "ocr_channels")})
     doc = {"cpu": cpu_line(), "size": args.size, "threads": args.threads, "rounds": args.rounds,
            "frames_per_round": args.frames, "rows": rows}
     (args.work / "sizes.json").write_text(json.dumps(doc, indent=1))
