@@ -178,11 +178,12 @@ def _model_classes(model: Path, card: Path | None) -> tuple[tuple[str, ...] | No
 
 def cmd_eval(args: argparse.Namespace) -> int:
     _require_workstation("eval")
+    import dataclasses
     import json
 
     from ocrnet_edge.model.breakdown import breakdown_table
     from ocrnet_edge.model.data import load_dataset
-    from ocrnet_edge.model.evaluate import METRIC_KEYS, evaluate_keras, per_class_table, write_metrics
+    from ocrnet_edge.model.evaluate import EVAL_DECODE, METRIC_KEYS, evaluate_keras, per_class_table, write_metrics
     from ocrnet_edge.model.formats import available_splits
     from ocrnet_edge.model.io import load_model
 
@@ -193,6 +194,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data = data.subset(data.records[: args.limit])
     _writable_file(args.json)
     breakdown: dict = {"preview": args.preview, "preview_count": args.preview_count}
+    options = dataclasses.replace(EVAL_DECODE, iou_threshold=args.iou) if args.iou is not None else EVAL_DECODE
     if args.model.suffix == ".tflite":
         from ocrnet_edge.convert.fidelity import engine_outputs
         from ocrnet_edge.model.evaluate import evaluate_outputs
@@ -201,7 +203,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with Engine.open(args.model, args.card, EngineOptions(backend=args.backend, threads=args.threads)) as engine:
             if "score_threshold" in engine.card.decode:  # errors counted where this model's runs cut
                 breakdown["score_threshold"] = float(engine.card.decode["score_threshold"])
-            metrics = evaluate_outputs(data, engine_outputs(engine, data), engine.quants, progress=not args.quiet,
+            metrics = evaluate_outputs(data, engine_outputs(engine, data), engine.quants, options, progress=not args.quiet,
                                        **breakdown)
         fmt = "tflite"
     else:
@@ -212,7 +214,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
             raise ModelError(f"{args.model}: {scores.shape[-1]} detection classes, the dataset has "
                              f"{len(data.thing_classes)}; save the model with its configuration (training does)")
-        metrics = evaluate_keras(net, data, progress=not args.quiet, **breakdown)
+        metrics = evaluate_keras(net, data, progress=not args.quiet, options=options, **breakdown)
         fmt = "keras"
     summary = {k: (None if metrics[k] is None else round(metrics[k], 4)) for k in METRIC_KEYS}
     print(json.dumps(summary))
@@ -220,6 +222,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(per_class_table(metrics))
         if metrics.get("errors"):
             print(breakdown_table(metrics["errors"]))
+    if metrics.get("best_f1"):
+        f = metrics["best_f1"]
+        print(f"operating point: score >= {f['score_threshold']:.2f} gives the best F1 {f['f1']:.3f} at IoU 0.5 "
+              f"(precision {f['precision']:.3f}, recall {f['recall']:.3f}; NMS IoU {options.iou_threshold:g}); "
+              f"run --score {f['score_threshold']:.2f} to use it")
     if args.preview:
         print(f"preview: the {len(metrics['preview'])} images with the most errors in {args.preview}")
     for k, why in metrics["skipped"].items():
@@ -656,6 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="box/mask AP, mIoU, per class, on a labelled dataset (workstation)")
     e.add_argument("model", type=Path, help="model.keras or a converted .tflite")
     e.add_argument("--card", type=Path, help="model card for a .tflite without one")
+    e.add_argument("--iou", type=float, metavar="F",
+                   help="NMS IoU threshold of the scored detections (default 0.6; lower merges touching objects)")
     e.add_argument("--backend", default="auto", help="auto, cpu or edgetpu (for a .tflite)")
     e.add_argument("--threads", type=int, default=2, help="interpreter threads (for a .tflite)")
     e.add_argument("--data", required=True, type=Path, help="labelled dataset (any format train reads)")

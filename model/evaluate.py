@@ -62,6 +62,33 @@ def _pr_figures(ev: dict, gt: COCO) -> tuple[float, float]:
     return (float(np.mean(p_at_r)) if p_at_r else 0.0, float(np.mean(r_at_p)) if r_at_p else 0.0)
 
 
+def best_f1(ev: dict, gt: COCO, grid: int = 96) -> dict | None:
+    """The score threshold with the highest F1 at IoU 0.5 (F1 averaged over the classes with objects), read
+    from COCOeval's precision and score arrays: where a deployed model should cut (``run --score``), as
+    Ultralytics' F1 curve gives it. ``{"score_threshold", "f1", "precision", "recall"}``; None without
+    detections."""
+    if not ev:
+        return None
+    prec = np.asarray(ev["precision"])[0, :, :, 0, -1]  # (R, K) at IoU 0.5, all areas, 100 detections
+    sc = np.asarray(ev["scores"])[0, :, :, 0, -1]
+    rec_thrs = np.linspace(0, 1, prec.shape[0])
+    cats = [k for k, cat in enumerate(sorted(gt.getCatIds())) if gt.getAnnIds(catIds=[cat]) and k < prec.shape[1]]
+    if not cats:
+        return None
+    best = None
+    for t in np.linspace(0.01, 0.96, grid):
+        ps, rs = [], []
+        for k in cats:
+            ok = np.nonzero((prec[:, k] > 0) & (sc[:, k] >= t))[0]
+            ps.append(float(prec[ok.max(), k]) if len(ok) else 0.0)  # precision at the highest recall reached
+            rs.append(float(rec_thrs[ok.max()]) if len(ok) else 0.0)
+        f1 = float(np.mean([2 * p * r / (p + r) if p + r else 0.0 for p, r in zip(ps, rs)]))
+        if best is None or f1 > best["f1"] + 1e-9:
+            best = {"score_threshold": round(float(t), 3), "f1": f1, "precision": float(np.mean(ps)),
+                    "recall": float(np.mean(rs))}
+    return best
+
+
 def confusion(gt: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     """(n, n) pixel confusion matrix, rows ground truth, columns prediction."""
     valid = gt < n
@@ -168,7 +195,7 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
         p_r50, r_p50 = _pr_figures(box_eval, box_gt)
         out.update(box_ap=float(box_stats[0]), box_ap50=float(box_stats[1]), box_ap_small=float(box_stats[3]),
                    box_ap_medium=float(box_stats[4]), box_ap_large=float(box_stats[5]),
-                   precision_at_recall50=p_r50, recall_at_precision50=r_p50)
+                   precision_at_recall50=p_r50, recall_at_precision50=r_p50, best_f1=best_f1(box_eval, box_gt))
     else:
         out.update(box_ap=None, box_ap50=None, precision_at_recall50=None, recall_at_precision50=None)
         skipped.update({k: skipped["box_ap"] for k in ("box_ap50", "precision_at_recall50", "recall_at_precision50")})
