@@ -134,6 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   "seed": args.seed, "val_images": args.val_images, "val_fraction": args.val_fraction,
                                   "init": str(args.init) if args.init else None, "classes": args.classes,
                                   "pretrained": args.pretrained, "backbone_lr": args.backbone_lr,
+                                  "freeze_backbone": args.freeze_backbone,
                                   "augment": args.augment, "val_every": args.val_every, "ema_decay": args.ema,
                                   "patience": args.patience, "mosaic": args.mosaic, "copy_paste": args.copy_paste,
                                   "multi_scale": args.multi_scale}.items() if v is not None}
@@ -146,8 +147,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.skip_bad:
         train_kw["skip_bad"] = True
     model = cfg.model.with_preset(args.size_preset) if args.size_preset else cfg.model
+    if args.assigner:
+        train_kw["loss"] = dataclasses.replace(cfg.loss, assigner=args.assigner)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(model, **model_kw), **train_kw)
-    path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1)
+    chosen = (args.backbone, args.width, args.pretrained, args.size_preset, args.config, args.init)
+    path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1,
+                 defaults=all(v is None for v in chosen))
     print(f"model: {path}")
     return 0
 
@@ -513,13 +518,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, help="training configuration JSON (as saved in a run's config.json)")
     t.add_argument("--size", type=int, help="input size (multiple of 32)")
     t.add_argument("--backbone", choices=["compact", "mobilenet_v2", "mobilenet_v1"],
-                   help="backbone: compact (default), or a standard MobileNet that published weights fit")
+                   help="backbone: compact (this project's small one, for generated scenes), or a standard MobileNet "
+                   "that published weights fit. Default on photographs: size s on the bundled DeepLab MobileNetV2 "
+                   "0.5 (when no --backbone, --width, --pretrained, --size-preset, --config or --init is given)")
     t.add_argument("--width", type=float, help="backbone width multiplier (mobilenet_v2: 0.35, 0.5, 0.75, 1.0; "
                    "mobilenet_v1: 0.25, 0.5, 0.75, 1.0)")
-    t.add_argument("--pretrained", help="backbone weights: imagenet (Keras fetches them), a Keras .h5 file, or a "
-                   ".tflite file with the same backbone (e.g. Coral's mobilenet_v2_1.0_224_quant.tflite)")
+    t.add_argument("--pretrained", help="backbone weights: imagenet (Keras fetches them), a Keras .h5 file, a "
+                   ".tflite file holding a MobileNet (e.g. Coral's mobilenet_v2_1.0_224_quant.tflite; the backbone "
+                   "and width follow the file), the bundled deeplabv3_mnv2_dm05_pascal_quant.tflite, or none")
     t.add_argument("--backbone-lr", type=float, metavar="F",
                    help="with --pretrained: the backbone's learning rate as a fraction of --lr (0.1)")
+    t.add_argument("--freeze-backbone", type=float, metavar="F",
+                   help="with --pretrained: share of the run's steps with the backbone frozen (0: none)")
     t.add_argument("--size-preset", choices=["n", "s", "m"],
                    help="model size: neck, detection head, prototypes and OCR channels (n: the reference "
                    "model's; s and m: wider; the quarter/three-quarter split stays)")
@@ -549,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skip-bad", action="store_true", help="skip files with problems (counted) instead of stopping")
     t.add_argument("--init", type=Path, help="start from the weights of this model.keras (layers of the same shape; "
                    "class-dependent layers start fresh)")
+    t.add_argument("--assigner", choices=["fcos", "tal"], help="which locations learn each object: fcos (static, "
+                   "the default) or tal (task-aligned: the best-predicting ones, TOOD/YOLOv8 style)")
     t.add_argument("--no-ocr", action="store_true", help="ablation: semantic branch without object context")
     t.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")

@@ -16,6 +16,8 @@ BACKBONES = ("compact", "mobilenet_v2", "mobilenet_v1")
 STANDARD_WIDTHS: dict[str, tuple[float, ...]] = {"mobilenet_v2": (0.35, 0.5, 0.75, 1.0),
                                                  "mobilenet_v1": (0.25, 0.5, 0.75, 1.0)}
 """Widths of the standard backbones (those Keras Applications publishes ImageNet weights for)."""
+CHANNEL_DIVISORS = (8, 1)
+"""Channel roundings of the standard MobileNetV2: Keras Applications' (8) and TF-Slim DeepLab's (1)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class ModelConfig:
             for layer, so published weights fit: see :mod:`model.pretrained`).
         width: Width multiplier of the backbone (for the standard backbones, one Keras Applications
             has weights for: :data:`STANDARD_WIDTHS`).
+        channel_divisor: How the standard MobileNetV2 rounds its scaled channel counts: to multiples of
+            8 as Keras Applications and Coral's classifiers do, or 1 (no rounding) as TF-Slim's DeepLab
+            does below width 1 (Coral's ``deeplabv3_mnv2_dm05_pascal_quant.tflite``: 12 channels at
+            stride 4 where Keras has 16). Only ``--pretrained`` sets it, from the file it reads.
         neck_channels: Channels of each FPN level (the shared feature map).
         det_fraction: Share of the shared channels that feed detection; the rest feed segmentation.
         head_channels: Channels inside the detection head (shared over levels).
@@ -44,6 +50,7 @@ class ModelConfig:
     input_size: int = 320
     backbone: str = "compact"
     width: float = 1.0
+    channel_divisor: int = 8
     neck_channels: int = 64
     det_fraction: float = 0.25
     head_channels: int = 64
@@ -77,6 +84,10 @@ class ModelConfig:
         if self.backbone in STANDARD_WIDTHS and float(self.width) not in STANDARD_WIDTHS[self.backbone]:
             raise InputError(f"--width {self.width} for {self.backbone}: Keras Applications defines it at widths "
                              f"{list(STANDARD_WIDTHS[self.backbone])} only (pretrained weights exist for those)")
+        if self.channel_divisor not in CHANNEL_DIVISORS or (self.channel_divisor != 8 and
+                                                            self.backbone != "mobilenet_v2"):
+            raise InputError(f"channel_divisor must be 8, or 1 with the mobilenet_v2 backbone (TF-Slim's DeepLab "
+                             f"layout). Received: {self.channel_divisor} with {self.backbone}")
         if not self.class_names and set(self.tasks) & {"detect", "instance"}:
             raise InputError("a model without thing classes can only have the semantic head (tasks=('semantic',))")
         if not self.class_names and not self.stuff_names:
@@ -145,6 +156,10 @@ class LossConfig:
         semantic: Pixel cross-entropy of the semantic logits (upsampled to the input).
         semantic_aux: Cross-entropy of OCR's coarse soft-region logits.
         mask: Per-instance mask BCE inside the ground-truth box, at prototype resolution.
+        assigner: Which locations learn each object: ``fcos`` (static, in the data pipeline: inside the
+            box, near its centre, on the level of its size; :mod:`model.targets`) or ``tal`` (task-aligned,
+            in the graph: the best-predicting locations near the object on any level, TOOD/YOLOv8 style;
+            :func:`model.losses.task_aligned_losses`; the mask samples then come from its wider candidates).
     """
 
     cls: float = 1.0
@@ -152,6 +167,11 @@ class LossConfig:
     semantic: float = 1.0
     semantic_aux: float = 0.4
     mask: float = 1.5
+    assigner: str = "fcos"
+
+    def __post_init__(self) -> None:
+        if self.assigner not in ("fcos", "tal"):
+            raise InputError(f"assigner (--assigner) must be fcos or tal. Received: {self.assigner!r}")
 
 
 @dataclass(frozen=True)
@@ -184,6 +204,9 @@ class TrainConfig:
             (the neck and heads train at the full rate). At the full rate the fresh heads' first,
             noisy gradients wash out much of what the backbone learnt from ImageNet (README, "Backbones
             and pretrained weights", has the equal-budget figures).
+        freeze_backbone: With ``pretrained``: share of the run's steps during which the backbone does
+            not move at all (the neck and heads learn on its features first); 0: it fine-tunes from the
+            first step at ``backbone_lr``.
         val_images: Validation images evaluated after each epoch (0 turns validation off).
         seed: Seed of shuffling and augmentation.
         max_mask_samples: Positive locations per image that get a mask loss.
@@ -214,6 +237,7 @@ class TrainConfig:
     copy_paste: float = 0.0
     multi_scale: float = 0.0
     backbone_lr: float = 0.1
+    freeze_backbone: float = 0.0
     val_images: int = 200
     seed: int = 0
     max_mask_samples: int = 48
@@ -237,6 +261,9 @@ class TrainConfig:
             raise InputError(f"val_fraction must lie in [0, 1). Received: {self.val_fraction}")
         if not 0.0 <= self.backbone_lr <= 1.0:
             raise InputError(f"backbone_lr (--backbone-lr) must lie in [0, 1]. Received: {self.backbone_lr}")
+        if not 0.0 <= self.freeze_backbone < 1.0:
+            raise InputError(f"freeze_backbone (--freeze-backbone) is a share of the run and must lie in [0, 1). "
+                             f"Received: {self.freeze_backbone}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be at least 1. Received: {self.batch_size}")
         for name in ("epochs", "steps", "val_every", "patience"):

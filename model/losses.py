@@ -3,13 +3,27 @@
 As the source document describes: an IoU-family loss for boxes (GIoU), a focal-family loss for
 classes (quality focal loss, whose target is the IoU of the predicted box, so scores rank boxes by
 quality), pixel cross-entropy for the semantic map, and per-instance mask BCE.
+
+Two label assignments feed the detection terms (``LossConfig.assigner``): the static FCOS-style one
+of :mod:`model.targets` (:func:`detection_losses`), and a task-aligned one (TOOD, YOLOv8) made here,
+inside the graph, from the predictions themselves (:func:`task_aligned_losses`).
 """
 
 from __future__ import annotations
 
 from keras import ops
 
+from .targets import TAL_CENTER_RADIUS
+
 EPS = 1e-6
+TAL_TOPK = 10
+"""Task-aligned assignment: each object's positives are its ``TAL_TOPK`` candidates of highest alignment
+(TOOD's and YOLOv8's value; fewer when it has fewer candidates)."""
+TAL_ALPHA = 1.0
+TAL_BETA = 6.0
+"""Alignment metric ``t = s ** TAL_ALPHA * IoU ** TAL_BETA``, with ``s`` the predicted score of the
+object's class and ``IoU`` that of the predicted box with the object's (TOOD's and YOLOv8's values):
+the box's quality counts far more than the score, so a location is chosen for the box it predicts."""
 
 
 def decode_boxes(dist, centres, strides):
@@ -66,6 +80,128 @@ def detection_losses(scores, dist, cls_label, box_target, centres, strides, num_
         qfl = qfl * ops.cast(cls_weight, "float32")[..., None]
     cls_loss = ops.sum(qfl) / num_pos
     box_loss = ops.sum((1.0 - giou) * pos) / num_pos
+    return cls_loss, box_loss
+
+
+def task_aligned_targets(scores, pred_boxes, gt_boxes, gt_labels, centres, strides, num_classes: int,
+                         topk: int = TAL_TOPK) -> dict:
+    """Task-aligned label assignment (TOOD, YOLOv8) from the current predictions, in ``keras.ops``.
+
+    Candidates of an object are the locations whose centre lies inside its box and within
+    :data:`~model.targets.TAL_CENTER_RADIUS` strides of its centre, on every level (an object with none,
+    a sliver between location centres, takes the finest-level location nearest its centre). Among them
+    the ``topk`` of highest alignment ``t = s ** TAL_ALPHA * IoU ** TAL_BETA`` are its positives; a
+    location chosen by several objects goes to the one its predicted box overlaps most. The class target
+    of a positive is its ``t`` normalised per object, ``t / max t * max IoU`` (both maxima over that
+    object's positives), so each object's best location is taught the IoU it reaches and the others less.
+    Padding objects (label -1) are candidates nowhere. No gradient flows through any of it.
+
+    Args:
+        scores: (B, N, C) sigmoid probabilities.
+        pred_boxes: (B, N, 4) decoded predicted boxes, x0, y0, x1, y1 pixels (:func:`decode_boxes`).
+        gt_boxes: (B, G, 4) float32 object boxes in pixels, anything for padding.
+        gt_labels: (B, G) int32 object classes, -1 for padding.
+        centres: (N, 2) location centres; strides: (N,) location strides.
+        num_classes: C.
+        topk: Positives per object at most.
+
+    Returns:
+        ``positive`` (B, G, N) float32 1 where location n is a positive of object g (at most one g per n);
+        ``fg`` (B, N) float32 1 at positives; ``box_target`` (B, N, 4) float32 the assigned object's box
+        (0 elsewhere); ``cls_target`` (B, N, C) float32 the normalised alignment at the assigned class;
+        ``iou`` (B, G, N) float32 IoU of each predicted box with each object (0 for padding).
+    """
+    scores = ops.stop_gradient(ops.convert_to_tensor(scores, "float32"))
+    pred = ops.stop_gradient(ops.convert_to_tensor(pred_boxes, "float32"))
+    gt_boxes = ops.cast(gt_boxes, "float32")
+    labels = ops.cast(gt_labels, "int32")
+    centres = ops.cast(centres, "float32")
+    strides = ops.cast(strides, "float32")
+    n, g = centres.shape[0], labels.shape[1]
+    valid = ops.cast(labels >= 0, "float32")[..., None]  # (B, G, 1)
+    cx, cy = centres[None, None, :, 0], centres[None, None, :, 1]  # (1, 1, N)
+    x0, y0, x1, y1 = (gt_boxes[..., i : i + 1] for i in range(4))  # (B, G, 1) each
+    inside = ops.minimum(ops.minimum(cx - x0, cy - y0), ops.minimum(x1 - cx, y1 - cy)) > 0
+    rad = TAL_CENTER_RADIUS * strides[None, None, :]
+    bcx, bcy = (x0 + x1) / 2, (y0 + y1) / 2
+    central = (ops.abs(cx - bcx) < rad) & (ops.abs(cy - bcy) < rad)
+    cand = ops.cast(inside & central, "float32") * valid
+    # An object between location centres takes the nearest finest-level location, as model.targets does.
+    finest = strides[None, None, :] <= ops.min(strides)
+    d2 = ops.where(finest, ops.square(cx - bcx) + ops.square(cy - bcy), 1e12)
+    nearest = ops.cast(ops.arange(n)[None, None, :] == ops.argmin(d2, axis=-1)[..., None], "float32")
+    none = ops.cast(ops.sum(cand, axis=-1, keepdims=True) == 0, "float32") * valid
+    cand = ops.maximum(cand, nearest * none)
+
+    iou, _ = iou_and_giou(pred[:, None, :, :], gt_boxes[:, :, None, :])
+    iou = ops.clip(iou, 0.0, 1.0) * valid  # (B, G, N)
+    idx = ops.zeros_like(iou, dtype="int32") + ops.maximum(labels, 0)[..., None]
+    s = ops.take_along_axis(ops.transpose(scores, (0, 2, 1)), idx, axis=1)  # (B, G, N): score of g's class
+    align = ops.power(s, TAL_ALPHA) * ops.power(iou, TAL_BETA) * cand
+    # Candidates rank above every other location, so an object with fewer than topk candidates takes them
+    # all and nothing more; a candidate whose metric is 0 (a collapsed box) may still be chosen, and then
+    # gets its box loss (GIoU teaches even without overlap) and a class target of 0.
+    _, top = ops.top_k(ops.where(cand > 0, align, -1.0), k=min(topk, n))
+    loc = ops.arange(n)[None, None, :]
+    chosen = ops.zeros_like(align)
+    for j in range(min(topk, n)):  # topk (B, G, N) comparisons instead of a (B, G, topk, N) one-hot
+        chosen = ops.maximum(chosen, ops.cast(loc == top[..., j : j + 1], "float32"))
+    pos = chosen * cand
+    # A location chosen by several objects goes to the one its box overlaps most (ties: the first).
+    shared = ops.sum(pos, axis=1, keepdims=True) > 1
+    best = ops.argmax((iou + 1.0) * pos, axis=1)  # (B, N)
+    best = ops.transpose(ops.one_hot(best, g), (0, 2, 1))
+    pos = ops.where(shared, best * pos, pos)
+
+    max_align = ops.max(align * pos, axis=-1, keepdims=True)
+    max_iou = ops.max(iou * pos, axis=-1, keepdims=True)
+    norm = align * pos / ops.where(max_align > 0, max_align, 1.0) * max_iou  # (B, G, N)
+    fg = ops.sum(pos, axis=1)  # (B, N), 0 or 1
+    owner = ops.argmax(pos, axis=1)  # (B, N)
+    box_target = ops.take_along_axis(gt_boxes, ops.repeat(owner[..., None], 4, axis=-1), axis=1) * fg[..., None]
+    label = ops.take_along_axis(ops.maximum(labels, 0), owner, axis=1)
+    cls_target = ops.one_hot(label, num_classes) * (ops.sum(norm, axis=1) * fg)[..., None]
+    out = {"positive": pos, "fg": fg, "box_target": box_target, "cls_target": cls_target, "iou": iou}
+    return {k: ops.stop_gradient(v) for k, v in out.items()}
+
+
+def task_aligned_losses(scores, dist, gt_boxes, gt_labels, centres, strides, num_classes: int, cls_weight=None,
+                        topk: int = TAL_TOPK):
+    """Quality focal loss and GIoU loss on the positives of :func:`task_aligned_targets`.
+
+    The quality focal loss has the form of :func:`detection_losses`' with the normalised alignment as its
+    soft target. The GIoU loss is the plain mean over the positives, not weighted by that target as
+    YOLOv8 weights it: a positive whose predicted box does not yet overlap its object (target 0) still
+    learns its box, and both terms keep :func:`detection_losses`' normalisation (by the positives), so the
+    loss weights of :class:`~model.config.LossConfig` mean the same with either assigner.
+
+    Args:
+        scores: (B, N, C) sigmoid probabilities.
+        dist: (B, N, 4) predicted distances in stride units.
+        gt_boxes: (B, G, 4) object boxes in pixels; gt_labels: (B, G) int classes, -1 for padding.
+        centres: (N, 2) location centres; strides: (N,) location strides.
+        num_classes: C.
+        cls_weight: (B, N) 1 where a negative's score is taught, 0 where the labels say nothing (crowd
+            regions, images without boxes, objects past :data:`~model.targets.MAX_OBJECTS`); positives are
+            always taught. None: everywhere.
+        topk: Positives per object at most.
+
+    Returns:
+        ``(cls_loss, box_loss)`` scalars.
+    """
+    pred = decode_boxes(dist, centres, strides)
+    t = task_aligned_targets(scores, pred, gt_boxes, gt_labels, centres, strides, num_classes, topk)
+    fg = t["fg"]
+    num_pos = ops.maximum(ops.sum(fg), 1.0)
+    y = t["cls_target"]
+    p = ops.clip(scores, EPS, 1.0 - EPS)
+    bce = -(y * ops.log(p) + (1.0 - y) * ops.log(1.0 - p))
+    qfl = ops.square(y - p) * bce
+    if cls_weight is not None:
+        qfl = qfl * ops.maximum(ops.cast(cls_weight, "float32"), fg)[..., None]
+    cls_loss = ops.sum(qfl) / num_pos
+    _, giou = iou_and_giou(pred, t["box_target"])
+    box_loss = ops.sum((1.0 - giou) * fg) / num_pos
     return cls_loss, box_loss
 
 

@@ -17,10 +17,13 @@ assembled by the device runtime (no per-instance tensors in the graph).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import keras
 from keras import layers
 
 from ocrnet_edge.runtime import contract
+from ocrnet_edge.runtime.errors import ModelError
 
 from .config import ModelConfig
 from .layers import ChannelSlice, ObjectContext, PixelRescale, Resize
@@ -80,15 +83,41 @@ MobileNetV2 ends at its last inverted residual (320 x width channels), before th
 convolution to 1280 channels, as DeepLab and SSDLite-style detectors take it."""
 
 
-def standard_backbone(x, name: str, width: float):
+@contextmanager
+def channel_rounding(divisor: int):
+    """Build Keras Applications' MobileNetV2 with its scaled channel counts rounded to multiples of
+    ``divisor`` instead of 8: with 1 it is TF-Slim's layout, that of DeepLab's depth-multiplied
+    MobileNetV2 (``ModelConfig.channel_divisor``). Keras has no argument for it; its rounding helper is
+    swapped for the duration of the build.
+
+    Raises:
+        ModelError: This Keras has no such helper (its MobileNetV2 source changed).
+    """
+    if divisor == 8:
+        yield
+        return
+    from keras.src.applications import mobilenet_v2 as source
+
+    original = getattr(source, "_make_divisible", None)
+    if original is None:
+        raise ModelError(f"Keras {keras.__version__}: its MobileNetV2 has no _make_divisible to round channels "
+                         f"to {divisor}; the DeepLab channel layout cannot be built with this Keras")
+    source._make_divisible = lambda v, _divisor, min_value=None: original(v, divisor, min_value)
+    try:
+        yield
+    finally:
+        source._make_divisible = original
+
+
+def standard_backbone(x, name: str, width: float, divisor: int = 8):
     """A Keras Applications MobileNet (``mobilenet_v2`` or ``mobilenet_v1``) built on ``x`` (pixels in [-1, 1]),
-    layer for layer and with its own layer names, so published weights fit. Returns the features at
-    strides 4, 8, 16 and 32."""
+    layer for layer and with its own layer names, so published weights fit (``divisor``: see
+    :func:`channel_rounding`). Returns the features at strides 4, 8, 16 and 32."""
     app = {"mobilenet_v2": keras.applications.MobileNetV2, "mobilenet_v1": keras.applications.MobileNet}[name]
     import warnings
 
-    with warnings.catch_warnings():  # "input shape not one of the ImageNet sizes": expected, weights still fit
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(), channel_rounding(divisor):
+        warnings.simplefilter("ignore")  # "input shape not one of the ImageNet sizes": expected, weights still fit
         net = app(input_tensor=x, alpha=width, include_top=False, weights=None)
     for layer in net.layers:
         if isinstance(layer, layers.BatchNormalization):
@@ -96,11 +125,11 @@ def standard_backbone(x, name: str, width: float):
     return [net.get_layer(n).output for n in STAGE_ENDS[name]]
 
 
-def build_backbone(x, width: float, backbone: str = "compact"):
+def build_backbone(x, width: float, backbone: str = "compact", divisor: int = 8):
     """The feature extractor: ``compact`` (MobileNetV2-style, expansion 4) or a standard MobileNet.
     Returns the features at strides 4, 8, 16 and 32."""
     if backbone != "compact":
-        return standard_backbone(x, backbone, width)
+        return standard_backbone(x, backbone, width, divisor)
     x = _conv_bn(x, _ch(32 * width), 3, stride=2, name="stem")
     feats = []
     for s, (t, c, n, stride) in enumerate(BACKBONE):
@@ -164,7 +193,7 @@ def build_ocrnet(cfg: ModelConfig = ModelConfig(), batch_size: int | None = None
     s = cfg.input_size
     inputs = keras.Input((s, s, 3), batch_size=batch_size, name="image")
     x = PixelRescale(name="rescale")(inputs)
-    c2, c3, c4, c5 = build_backbone(x, cfg.width, cfg.backbone)
+    c2, c3, c4, c5 = build_backbone(x, cfg.width, cfg.backbone, cfg.channel_divisor)
     pyramid = build_neck(c3, c4, c5, cfg.neck_channels)
 
     d = cfg.det_channels

@@ -18,6 +18,7 @@ noisy gradients wash out much of what the backbone learnt (``train.ScaledAdamW``
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,10 +28,14 @@ import numpy as np
 
 from ocrnet_edge.runtime.errors import EnvironmentMissing, InputError, ModelError
 
-from .config import STANDARD_WIDTHS, ModelConfig
-from .network import STAGE_ENDS
+from .config import CHANNEL_DIVISORS, STANDARD_WIDTHS, ModelConfig
+from .network import STAGE_ENDS, channel_rounding
 
 CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+BUNDLED = Path(__file__).resolve().parent / "weights"
+"""Pretrained files that ship with the package (``model/weights/README.md`` says what and whence)."""
+DEFAULT_START = "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+"""The bundled file ``train`` starts from on photographs when no backbone is chosen."""
 ALL_WIDTHS = {"mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), "mobilenet_v1": (0.25, 0.5, 0.75, 1.0)}
 """Widths recognised in a file (so that a mismatch can be named), a superset of the trainable ones."""
 LABEL = {"mobilenet_v2": "MobileNetV2", "mobilenet_v1": "MobileNetV1"}
@@ -43,21 +48,23 @@ def _app(backbone: str):
 
 
 def keras_application(backbone: str, width: float, size: int = 224, include_top: bool = False, weights=None,
-                      classes: int = 1000):
-    """The Keras Applications model of a standard backbone (``weights=None`` builds it offline)."""
-    with warnings.catch_warnings():
+                      classes: int = 1000, divisor: int = 8):
+    """The Keras Applications model of a standard backbone (``weights=None`` builds it offline; ``divisor``:
+    the channel rounding, :func:`model.network.channel_rounding`)."""
+    with warnings.catch_warnings(), channel_rounding(divisor):
         warnings.simplefilter("ignore")
         return _app(backbone)(input_shape=(size, size, 3), alpha=width, include_top=include_top, weights=weights,
                               classes=classes)
 
 
 @lru_cache(maxsize=16)
-def conv_plan(backbone: str, width: float, full: bool = False) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+def conv_plan(backbone: str, width: float, full: bool = False,
+              divisor: int = 8) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
     """``(layer name, batchnorm name, Keras kernel shape)`` of the backbone's convolutions in graph order; up to
     the last stage end used as a feature (``full``: every convolution of the classifier's backbone)."""
     import keras
 
-    net = keras_application(backbone, width, size=96)
+    net = keras_application(backbone, width, size=96, divisor=divisor)
     last = STAGE_ENDS[backbone][-1]
     plan = []
     names = [layer.name for layer in net.layers]
@@ -138,23 +145,32 @@ def read_tflite_convs(path: Path | str) -> list[FileConv]:
     return out
 
 
-def identify(convs: list[FileConv]) -> tuple[str, float] | None:
-    """The standard backbone and width a file's first convolutions match, or None."""
+def identify(convs: list[FileConv]) -> tuple[str, float, int] | None:
+    """The standard backbone, width and channel divisor a file's first convolutions match, or None (Keras'
+    rounding first: at width 1 both layouts are the same)."""
     shapes = [c.kernel.shape for c in convs]
     for backbone, widths in ALL_WIDTHS.items():
-        for w in widths:
-            plan = conv_plan(backbone, w)
-            if len(shapes) >= len(plan) and all(tuple(s) == p[2] for s, p in zip(shapes, plan)):
-                return backbone, w
+        for divisor in CHANNEL_DIVISORS if backbone == "mobilenet_v2" else (8,):
+            for w in widths:
+                plan = conv_plan(backbone, w, divisor=divisor)
+                if len(shapes) >= len(plan) and all(tuple(s) == p[2] for s, p in zip(shapes, plan)):
+                    return backbone, w, divisor
     return None
 
 
-def _describe(found: tuple[str, float] | None) -> str:
-    return "no MobileNetV1/V2 backbone" if found is None else f"{LABEL[found[0]]} width {found[1]:g}"
+def file_backbone(path: Path | str) -> tuple[str, float, int] | None:
+    """``(backbone, width, channel divisor)`` of the standard backbone a TFLite file holds, or None."""
+    return identify(read_tflite_convs(path))
+
+
+def _describe(found: tuple[str, float, int] | None) -> str:
+    if found is None:
+        return "no MobileNetV1/V2 backbone"
+    return f"{LABEL[found[0]]} width {found[1]:g}" + (" in TF-Slim's channel layout" if found[2] != 8 else "")
 
 
 def tflite_backbone_weights(path: Path | str, backbone: str, width: float,
-                            full: bool = False) -> tuple[dict[str, list[np.ndarray]], int]:
+                            full: bool = False, divisor: int = 8) -> tuple[dict[str, list[np.ndarray]], int]:
     """Weights for the Keras layers of ``backbone`` at ``width`` from a TFLite file: ``({layer: weights}, n)``
     with ``n`` the file's convolutions used (BatchNorm layers as the identity plus the folded bias).
 
@@ -163,7 +179,7 @@ def tflite_backbone_weights(path: Path | str, backbone: str, width: float,
             expected 1.0").
     """
     convs = read_tflite_convs(path)
-    plan = conv_plan(backbone, width, full)
+    plan = conv_plan(backbone, width, full, divisor)
     shapes_ok = len(convs) >= len(plan) and all(c.kernel.shape == p[2] for c, p in zip(convs, plan))
     if not shapes_ok:
         found = identify(convs)
@@ -251,7 +267,7 @@ def _imagenet_weights(backbone: str, width: float) -> tuple[dict[str, list[np.nd
 
 
 def _backbone_layer_names(cfg: ModelConfig) -> set[str]:
-    plan = conv_plan(cfg.backbone, cfg.width)
+    plan = conv_plan(cfg.backbone, cfg.width, divisor=cfg.channel_divisor)
     return {n for n, _, _ in plan} | {bn for _, bn, _ in plan}
 
 
@@ -260,6 +276,42 @@ def backbone_variables(net, cfg: ModelConfig) -> list:
     a pretrained backbone are frozen): those that fine-tune at ``TrainConfig.backbone_lr`` times the rate."""
     names = _backbone_layer_names(cfg)
     return [v for layer in net.layers if layer.name in names for v in layer.trainable_weights]
+
+
+def resolve_source(source: str) -> str:
+    """``--pretrained`` as given, with a bundled file's bare name (:data:`BUNDLED`) made its path and ``none``
+    made empty (no pretrained start)."""
+    if source.lower() in ("", "none"):
+        return ""
+    if source == "imagenet" or Path(source).exists() or Path(source).name != source:
+        return source
+    bundled = BUNDLED / source
+    return str(bundled) if bundled.is_file() else source
+
+
+def model_for_pretrained(cfg: ModelConfig, source: str) -> tuple[ModelConfig, str]:
+    """The model configuration a ``.tflite`` pretrained file asks for, and a line saying what changed
+    (empty when nothing did).
+
+    The file is read, not named: the backbone, width and channel layout of the MobileNet it holds. With
+    the compact backbone (the default, which has no published weights) the file's backbone is taken; with
+    a standard backbone of the same width, only the channel layout (TF-Slim's DeepLab files round
+    channels differently from Keras'). Anything else is left to :func:`load_pretrained` to refuse by name.
+    """
+    path = Path(source)
+    if source == "imagenet" or path.suffix != ".tflite" or not path.is_file():
+        return cfg, ""
+    found = file_backbone(path)
+    if found is None:
+        return cfg, ""
+    backbone, width, divisor = found
+    if cfg.backbone == "compact":
+        line = (f"--pretrained: {path.name} holds {_describe(found)}; the model takes that backbone "
+                f"(--backbone {backbone} --width {width:g})")
+        return dataclasses.replace(cfg, backbone=backbone, width=width, channel_divisor=divisor), line
+    if (cfg.backbone, float(cfg.width)) == (backbone, float(width)) and cfg.channel_divisor != divisor:
+        return dataclasses.replace(cfg, channel_divisor=divisor), ""
+    return cfg, ""
 
 
 def load_pretrained(net, cfg: ModelConfig, source: str) -> tuple[str, dict]:
@@ -288,10 +340,12 @@ def load_pretrained(net, cfg: ModelConfig, source: str) -> tuple[str, dict]:
     else:
         path = Path(source)
         if not path.is_file():
-            raise InputError(f"{path}: --pretrained file not found")
+            shipped = ", ".join(sorted(p.name for p in BUNDLED.glob("*.tflite")))
+            raise InputError(f"{path}: --pretrained file not found (give a path, imagenet, none, or a bundled "
+                             f"file's name: {shipped})")
         where = str(path)
         if path.suffix == ".tflite":
-            weights, _ = tflite_backbone_weights(path, cfg.backbone, cfg.width)
+            weights, _ = tflite_backbone_weights(path, cfg.backbone, cfg.width, divisor=cfg.channel_divisor)
             kind = "TFLite file (dequantized, BatchNorm folded)"
         elif path.suffix == ".h5":
             weights = _keras_file_weights(path, cfg.backbone, cfg.width)
@@ -312,7 +366,7 @@ def load_pretrained(net, cfg: ModelConfig, source: str) -> tuple[str, dict]:
         loaded += len(w)
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # inference mode while fine-tuning (see the module docstring)
-    convs = len(conv_plan(cfg.backbone, cfg.width))
+    convs = len(conv_plan(cfg.backbone, cfg.width, divisor=cfg.channel_divisor))
     line = (f"--pretrained: loaded {loaded} backbone tensors ({convs} convolutions of {LABEL[cfg.backbone]} "
             f"width {cfg.width:g}) from {where} ({kind}); its BatchNorm layers stay frozen")
     return line, {"source": source, "file": str(Path(where).resolve()), "kind": kind, "tensors": loaded,

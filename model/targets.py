@@ -4,6 +4,11 @@ A location is a positive for an object when its centre lies inside the object's 
 ``CENTER_RADIUS`` strides of the box centre, and the object's largest distance from it falls in the
 location's level range. Ties go to the smaller object. An object that got no location (a thin
 sliver left by occlusion) takes the nearest free stride-8 location, so every object is learned.
+
+With the task-aligned assigner (``LossConfig.assigner == "tal"``, :func:`model.losses.task_aligned_losses`)
+the positives are chosen inside the training graph from the predictions; this module then only pads
+each image's objects to :data:`MAX_OBJECTS` for it, and samples the mask locations from the static set
+of places where that assigner may put positives (:func:`candidates`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,18 @@ from ocrnet_edge.runtime.decode.detect import anchor_points
 CENTER_RADIUS = 1.5
 LEVEL_LIMITS = 4.0
 """Level ``s`` takes objects whose largest location-to-edge distance is under ``LEVEL_LIMITS * s``."""
+TAL_CENTER_RADIUS = 2.5
+"""Task-aligned candidates of an object: the locations, on every level, whose centre lies inside its box
+and within this many strides of the box centre. The in-graph assigner picks its positives among them,
+and the mask samples of ``tal`` runs are drawn from the same set, so the mask coefficients are trained
+wherever the detector may be taught to fire."""
+MAX_OBJECTS = 64
+"""Objects per image the task-aligned assigner sees (``gt_boxes`` (G, 4), ``gt_labels`` (G,) padded to
+it, so the graph's shapes are static). An image with more keeps its ``MAX_OBJECTS`` largest; the
+locations inside the boxes of the others (and of no kept one) are neither positive nor negative
+(``cls_weight`` 0), so those objects are not taught as background."""
+ASSIGNERS = ("fcos", "tal")
+"""Label assignments :func:`image_targets` prepares for (``LossConfig.assigner``)."""
 
 
 def assign(boxes: np.ndarray, size: int, strides: tuple[int, ...]) -> np.ndarray:
@@ -58,6 +75,75 @@ def assign(boxes: np.ndarray, size: int, strides: tuple[int, ...]) -> np.ndarray
     return owner
 
 
+def candidates(boxes: np.ndarray, size: int, strides: tuple[int, ...],
+               radius: float = TAL_CENTER_RADIUS) -> np.ndarray:
+    """Index of the object each location is a task-aligned candidate of, or -1.
+
+    A candidate's centre lies inside the object's box and within ``radius`` strides of its centre, on
+    any level (the superset of the in-graph assigner's positives); where several objects claim a
+    location the smaller takes it, as in :func:`assign`. An object that got none (a sliver between
+    location centres) takes the nearest free finest-level location, as the in-graph assigner does.
+
+    Args:
+        boxes: (G, 4) x0, y0, x1, y1 in input pixels.
+        size: Input side.
+        strides: Pyramid strides.
+        radius: Distance to the box centre, in strides of the location's level.
+
+    Returns:
+        (N,) int64 object index per location.
+    """
+    centres, st = anchor_points(size, tuple(strides))
+    n = len(centres)
+    if len(boxes) == 0:
+        return np.full(n, -1, np.int64)
+    cx, cy = centres[:, 0:1], centres[:, 1:2]
+    inside = np.minimum(np.minimum(cx - boxes[None, :, 0], cy - boxes[None, :, 1]),
+                        np.minimum(boxes[None, :, 2] - cx, boxes[None, :, 3] - cy)) > 0
+    bcx, bcy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    rad = radius * st[:, None]
+    ok = inside & (np.abs(cx - bcx[None]) < rad) & (np.abs(cy - bcy[None]) < rad)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    cost = np.where(ok, area[None, :], np.inf)
+    owner = np.argmin(cost, axis=1)
+    owner = np.where(np.isfinite(cost[np.arange(n), owner]), owner, -1).astype(np.int64)
+    finest = st == min(strides)
+    for g in np.setdiff1d(np.arange(len(boxes)), owner):
+        d = (centres[:, 0] - bcx[g]) ** 2 + (centres[:, 1] - bcy[g]) ** 2
+        d = np.where(finest & (owner < 0), d, np.inf)
+        i = int(np.argmin(d))
+        if np.isfinite(d[i]):
+            owner[i] = g
+    return owner
+
+
+def padded_objects(boxes: np.ndarray, categories: np.ndarray, centres: np.ndarray,
+                   limit: int = MAX_OBJECTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An image's objects padded to ``limit`` for the in-graph assigner.
+
+    Returns:
+        ``gt_boxes`` (limit, 4) float32 pixels (0 for padding), ``gt_labels`` (limit,) int32 (-1 for
+        padding), and ``(N,)`` bool: the locations inside a dropped object's box and inside no kept one
+        (when the image holds more than ``limit`` objects, the smallest are dropped).
+    """
+    gt_boxes = np.zeros((limit, 4), np.float32)
+    gt_labels = np.full(limit, -1, np.int32)
+    dropped = np.zeros(len(centres), bool)
+    keep = np.arange(len(boxes))
+    if len(boxes) > limit:
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        keep = np.sort(np.argsort(-area, kind="stable")[:limit])
+        cx, cy = centres[:, 0:1], centres[:, 1:2]
+        inside = ((cx > boxes[None, :, 0]) & (cy > boxes[None, :, 1])
+                  & (cx < boxes[None, :, 2]) & (cy < boxes[None, :, 3]))
+        kept = np.zeros(len(boxes), bool)
+        kept[keep] = True
+        dropped = inside[:, ~kept].any(axis=1) & ~inside[:, kept].any(axis=1)
+    gt_boxes[: len(keep)] = boxes[keep]
+    gt_labels[: len(keep)] = categories[keep]
+    return gt_boxes, gt_labels, dropped
+
+
 def soft_masks(masks: np.ndarray, stride: int = SEG_STRIDE) -> np.ndarray:
     """(I, H, W) bool masks to (I, H/stride, W/stride) float32 coverage (area-averaged)."""
     i, h, w = masks.shape
@@ -79,6 +165,7 @@ def image_targets(
     mask_valid: np.ndarray | None = None,
     ignore: np.ndarray | None = None,
     has_boxes: bool = True,
+    assigner: str = "fcos",
 ) -> dict[str, np.ndarray]:
     """All targets of one image (already at the input size).
 
@@ -91,14 +178,24 @@ def image_targets(
         mask_valid: (I,) which objects have a mask (default: all).
         ignore: (S, S) crowd regions: their locations are neither positive nor negative.
         has_boxes: The image's boxes are complete; without them detection learns nothing here.
+        assigner: ``fcos``: the static assignment above teaches detection and places the mask samples.
+            ``tal``: the same, plus the image's objects for the in-graph task-aligned assigner
+            (``gt_boxes``, ``gt_labels``: :func:`padded_objects`), and the mask samples drawn from its
+            candidates (:func:`candidates`) instead of the static positives.
 
     Returns:
         ``cls_label`` (N,) int32 class or -1; ``cls_weight`` (N,) float32 (0: not taught);
         ``box_target`` (N, 4) float32 pixels; ``mask_loc`` (P,) int32 sampled positive locations;
         ``mask_target`` (P, h, w) float32 coverage of their object at prototype resolution;
         ``mask_box`` (P, 4) float32 object box in prototype cells; ``mask_weight`` (P,) float32 (0 for
-        padding); ``semantic`` (S, S) int32 (255 ignored).
+        padding); ``semantic`` (S, S) int32 (255 ignored). With ``tal`` also ``gt_boxes`` (G, 4) float32
+        pixels and ``gt_labels`` (G,) int32 (-1 for padding), G = :data:`MAX_OBJECTS`.
+
+    Raises:
+        ValueError: ``assigner`` is not one of :data:`ASSIGNERS`.
     """
+    if assigner not in ASSIGNERS:
+        raise ValueError(f"assigner must be one of {ASSIGNERS}. Received: {assigner!r}")
     centres, _ = anchor_points(size, tuple(strides))
     n_loc = len(centres)
     owner = assign(boxes, size, strides) if has_boxes else np.full(n_loc, -1, np.int64)
@@ -112,6 +209,16 @@ def image_targets(
     box_target = np.zeros((n_loc, 4), np.float32)
     if len(boxes):
         box_target[pos] = boxes[owner[pos]]
+    extra = {}
+    sample_owner = owner
+    if assigner == "tal":
+        if has_boxes:
+            gt_boxes, gt_labels, dropped = padded_objects(boxes, categories, centres)
+            cls_weight[dropped] = 0.0
+            sample_owner = candidates(boxes, size, strides)
+        else:
+            gt_boxes, gt_labels, _ = padded_objects(boxes[:0], categories[:0], centres)
+        extra = {"gt_boxes": gt_boxes, "gt_labels": gt_labels}
     g = size // SEG_STRIDE
     p = max_mask_samples
     mask_loc = np.zeros(p, np.int32)
@@ -119,15 +226,16 @@ def image_targets(
     mask_box = np.zeros((p, 4), np.float32)
     mask_weight = np.zeros(p, np.float32)
     valid = np.ones(len(boxes), bool) if mask_valid is None else np.asarray(mask_valid, bool)
-    locs = np.nonzero(pos & (valid[np.maximum(owner, 0)] if len(boxes) else pos))[0]
+    sampled = sample_owner >= 0
+    locs = np.nonzero(sampled & (valid[np.maximum(sample_owner, 0)] if len(boxes) else sampled))[0]
     if len(locs):
         if len(locs) > p:
             locs = rng.choice(locs, p, replace=False)
         soft = soft_masks(masks)
         k = len(locs)
         mask_loc[:k] = locs
-        mask_target[:k] = soft[owner[locs]]
-        mask_box[:k] = boxes[owner[locs]] / SEG_STRIDE
+        mask_target[:k] = soft[sample_owner[locs]]
+        mask_box[:k] = boxes[sample_owner[locs]] / SEG_STRIDE
         mask_weight[:k] = 1.0
     return {
         "cls_label": cls_label,
@@ -138,4 +246,5 @@ def image_targets(
         "mask_box": mask_box,
         "mask_weight": mask_weight,
         "semantic": semantic.astype(np.int32),
+        **extra,
     }

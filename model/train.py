@@ -84,10 +84,16 @@ class OCRNetTrainer(keras.Model):
         if "det_scores" in out:
             centres = ops.convert_to_tensor(self._centres)
             strides = ops.convert_to_tensor(self._strides)
-            cls_l, box_l = losses.detection_losses(
-                out["det_scores"], out["det_boxes"], y["cls_label"], y["box_target"], centres, strides,
-                self.cfg.num_classes, y["cls_weight"],
-            )
+            if w.assigner == "tal":
+                cls_l, box_l = losses.task_aligned_losses(
+                    out["det_scores"], out["det_boxes"], y["gt_boxes"], y["gt_labels"], centres, strides,
+                    self.cfg.num_classes, y["cls_weight"],
+                )
+            else:
+                cls_l, box_l = losses.detection_losses(
+                    out["det_scores"], out["det_boxes"], y["cls_label"], y["box_target"], centres, strides,
+                    self.cfg.num_classes, y["cls_weight"],
+                )
             terms["cls"], terms["box"] = cls_l, box_l
             total = total + w.cls * cls_l + w.box * box_l
         if "seg_logits" in out:
@@ -175,7 +181,8 @@ class Batches(keras.utils.PyDataset):
             r = self._render(rec, m.input_size, rng, augment)
             xs.append(r.image)
             ys.append(image_targets(r.boxes, r.categories, r.masks, r.semantic, m.input_size, tuple(m.strides),
-                                    self.cfg.max_mask_samples, rng, r.mask_valid, r.ignore, rec.supervision.boxes))
+                                    self.cfg.max_mask_samples, rng, r.mask_valid, r.ignore, rec.supervision.boxes,
+                                    assigner=self.cfg.loss.assigner))
         x = np.stack(xs).astype(np.float32)
         y = {k: np.stack([t[k] for t in ys]) for k in ys[0]}
         return x, y
@@ -374,9 +381,9 @@ class ScaledAdamW(keras.optimizers.Adam):
 
     A pretrained backbone fine-tunes at a fraction of the neck's and heads' learning rate, so that the
     first steps, taken while the fresh heads still send large and noisy gradients, do not wash out what
-    it learnt from ImageNet. Adam normalises gradient magnitudes, so scaling the gradients would change
-    nothing: the step itself is scaled. Variables are matched by the optimizer's own key, which holds
-    on the TensorFlow and JAX backends alike.
+    it learnt from ImageNet; for its first ``frozen_steps`` steps it does not move at all. Adam normalises
+    gradient magnitudes, so scaling the gradients would change nothing: the step itself is scaled.
+    Variables are matched by the optimizer's own key, which holds on the TensorFlow and JAX backends alike.
 
     The average is updated after every step with decay ``min(ema_decay, (1 + t) / (10 + t))`` at step
     ``t`` (short runs of a few hundred steps would otherwise average in the first, poor weights); its
@@ -388,9 +395,11 @@ class ScaledAdamW(keras.optimizers.Adam):
     quarter longer (measured: 21 of 80 s of tracing in the test suite) for the same result.
     """
 
-    def __init__(self, scaled=(), scale: float = 1.0, ema_decay: float = 0.0, weight_decay: float = 0.0, **kwargs):
+    def __init__(self, scaled=(), scale: float = 1.0, ema_decay: float = 0.0, weight_decay: float = 0.0,
+                 frozen_steps: int = 0, **kwargs):
         super().__init__(**kwargs)
         self._scale = float(scale)
+        self._frozen_steps = int(frozen_steps)
         self._scaled = list(scaled)
         self._scaled_keys: frozenset = frozenset()
         self._decay = float(weight_decay or 0.0)
@@ -418,6 +427,8 @@ class ScaledAdamW(keras.optimizers.Adam):
         wd = ops.cast(self._decay, variable.dtype)
         if self._var_key(variable) in self._scaled_keys:
             learning_rate = learning_rate * self._scale
+            if self._frozen_steps:
+                learning_rate = ops.where(self.iterations < self._frozen_steps, 0.0, learning_rate)
             if self._decay:
                 self.assign_sub(variable, variable * (ops.cast(learning_rate, variable.dtype) * wd))
         elif self._decay:
@@ -441,8 +452,10 @@ def lr_schedule(peak: float, total_steps: int, warmup_steps: int) -> keras.optim
 
 def _optimizer(cfg: TrainConfig, schedule: Schedule, backbone=()) -> keras.optimizers.Optimizer:
     """AdamW on a cosine schedule after a linear warm-up; the variables in ``backbone`` (a pretrained
-    backbone's) step at ``cfg.backbone_lr`` times the rate; a moving average with ``cfg.ema_decay``."""
-    return ScaledAdamW(scaled=backbone, scale=cfg.backbone_lr, ema_decay=cfg.ema_decay,
+    backbone's) step at ``cfg.backbone_lr`` times the rate, after ``cfg.freeze_backbone`` of the run frozen;
+    a moving average with ``cfg.ema_decay``."""
+    frozen = int(round(cfg.freeze_backbone * schedule.total_steps)) if backbone else 0
+    return ScaledAdamW(scaled=backbone, scale=cfg.backbone_lr, ema_decay=cfg.ema_decay, frozen_steps=frozen,
                        learning_rate=lr_schedule(cfg.learning_rate, schedule.total_steps, schedule.warmup_steps),
                        weight_decay=cfg.weight_decay, clipnorm=10.0)
 
@@ -498,8 +511,24 @@ def open_training_data(data: Path | str, val_data: Path | str | None, cfg: Train
     return train_set, val_set, record
 
 
+PHOTO_PRESET = "s"
+"""The size preset of :func:`photo_defaults` (README, "Model sizes and the training recipe", has the figures)."""
+
+
+def photo_defaults(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+    """The model a run on photographs gets when nobody chose one: the bundled DeepLab MobileNetV2 0.5 start
+    (:data:`model.pretrained.DEFAULT_START`) at size :data:`PHOTO_PRESET`, and the line that says so. The
+    compact backbone from scratch suits generated scenes (the reference model), not photographs: it has no
+    published weights to start from."""
+    from .pretrained import DEFAULT_START
+
+    cfg = dataclasses.replace(cfg, pretrained=DEFAULT_START, model=cfg.model.with_preset(PHOTO_PRESET))
+    return cfg, (f"model: the default for photographs, size {PHOTO_PRESET} on the backbone of {DEFAULT_START} "
+                 "(bundled; --backbone, --pretrained or --size-preset choose otherwise)")
+
+
 def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | str | None = None,
-          resume: bool = True, verbose: int = 1) -> Path:
+          resume: bool = True, verbose: int = 1, defaults: bool = False) -> Path:
     """Train (or resume training) and return the path of the saved inference model.
 
     The classes come from the dataset (``cfg.classes`` selects and orders them) and the heads from
@@ -512,9 +541,21 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         val_data: Dataset for per-epoch validation; default: the dataset's validation split or a held-out share.
         resume: Continue a run found in ``out``.
         verbose: Keras progress bar (1) or one line per epoch (2).
+        defaults: Nobody chose the model: on photographs (not generated scenes) take :func:`photo_defaults`.
     """
     out = Path(out)
     train_set, val_set, data_record = open_training_data(data, val_data, cfg)
+    backbone_line = ""
+    if defaults and not train_set.generated:
+        cfg, default_line = photo_defaults(cfg)
+        print(default_line)
+    if cfg.pretrained:
+        from .pretrained import model_for_pretrained, resolve_source
+
+        cfg = dataclasses.replace(cfg, pretrained=resolve_source(cfg.pretrained))
+    if cfg.pretrained:
+        model, backbone_line = model_for_pretrained(cfg.model, cfg.pretrained)
+        cfg = dataclasses.replace(cfg, model=model)
     model_cfg = dataclasses.replace(cfg.model, class_names=train_set.thing_classes,
                                     stuff_names=train_set.stuff_classes, tasks=tasks_supported(train_set))
     augment = cfg.augment == "on" or (cfg.augment == "auto" and not train_set.generated)
@@ -554,6 +595,9 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
     recipe += [f"copy-paste {cfg.copy_paste:g}"] if augment and cfg.copy_paste else []
     recipe += [f"multi-scale {cfg.multi_scale:g}"] if augment and cfg.multi_scale else []
     recipe += [f"EMA {cfg.ema_decay:g}"] if cfg.ema_decay else []
+    recipe += ["task-aligned assignment"] if cfg.loss.assigner == "tal" else []
+    recipe += [f"backbone frozen for {int(round(cfg.freeze_backbone * schedule.total_steps))} steps"] \
+        if cfg.freeze_backbone and cfg.pretrained else []
     recipe += [f"patience {cfg.patience}"] if cfg.patience and val_set is not None else []
     print(f"schedule: {schedule.total_steps} steps of {cfg.batch_size} images ({schedule.passes:.1f} passes), "
           f"warm-up {schedule.warmup_steps} steps then cosine decay, "
@@ -576,7 +620,7 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
     elif cfg.init:
         print(_load_init(trainer, cfg))
     elif cfg.pretrained:
-        print(pretrained_line)
+        print("\n".join(filter(None, [backbone_line, pretrained_line])))
     if state.get("stopped_early"):
         print(f"{out}: this run stopped early (--patience {cfg.patience}); nothing left to train")
     elif initial_epoch < schedule.rounds:

@@ -90,6 +90,54 @@ def test_backbone_weights_come_from_the_coral_file():
     assert net.get_layer("block_16_project").trainable
 
 
+@needs_peers
+def test_deeplab_file_at_width_half_brings_its_own_channel_layout():
+    """TF-Slim's DeepLab does not round depth-multiplied channels to 8 (12 at stride 4 where Keras has 16):
+    the file is read, the model takes its backbone, width and layout, and every convolution loads exactly."""
+    from ocrnet_edge.model.network import build_ocrnet
+    from ocrnet_edge.model.pretrained import file_backbone, load_pretrained, model_for_pretrained, read_tflite_convs
+
+    path = PEERS / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+    assert file_backbone(path) == ("mobilenet_v2", 0.5, 1)
+    assert file_backbone(V2_FILE) == ("mobilenet_v2", 1.0, 8)
+    cfg, line = model_for_pretrained(ModelConfig(input_size=SMALL), str(path))
+    assert (cfg.backbone, cfg.width, cfg.channel_divisor) == ("mobilenet_v2", 0.5, 1)
+    assert "holds MobileNetV2 width 0.5 in TF-Slim's channel layout; the model takes that backbone" in line
+    same, _ = model_for_pretrained(ModelConfig(input_size=SMALL, backbone="mobilenet_v2", width=0.5), str(path))
+    assert same.channel_divisor == 1 and same.width == 0.5, "a matching --backbone/--width only takes the layout"
+    other, _ = model_for_pretrained(ModelConfig(input_size=SMALL, backbone="mobilenet_v1", width=0.5), str(path))
+    assert other.backbone == "mobilenet_v1", "another backbone asked for is left to load_pretrained to refuse"
+    net = build_ocrnet(cfg)
+    _, rec = load_pretrained(net, cfg, str(path))
+    assert rec["tensors"] == 51 * 5
+    convs = read_tflite_convs(path)
+    np.testing.assert_array_equal(net.get_layer("block_1_project").get_weights()[0], convs[5].kernel)
+    assert net.get_layer("block_1_project").get_weights()[0].shape == (1, 1, 48, 12)
+    np.testing.assert_array_equal(net.get_layer("block_16_project").get_weights()[0], convs[50].kernel)
+
+
+def test_the_deeplab_channel_layout_is_for_mobilenet_v2_only():
+    with pytest.raises(InputError, match="channel_divisor must be 8, or 1 with the mobilenet_v2 backbone"):
+        ModelConfig(backbone="mobilenet_v1", width=0.5, channel_divisor=1)
+    with pytest.raises(InputError, match="channel_divisor"):
+        ModelConfig(channel_divisor=4, backbone="mobilenet_v2", width=0.5)
+
+
+def test_a_frozen_backbone_does_not_move_then_steps_at_its_fraction():
+    import keras
+
+    from ocrnet_edge.model.train import ScaledAdamW
+
+    backbone, head = keras.Variable(np.ones(4, "float32")), keras.Variable(np.ones(4, "float32"))
+    opt = ScaledAdamW(scaled=[backbone], scale=0.1, learning_rate=1e-2, weight_decay=0.5, frozen_steps=2)
+    for _ in range(2):
+        opt.apply([keras.ops.ones(4), keras.ops.ones(4)], [backbone, head])
+    np.testing.assert_array_equal(np.asarray(backbone), 1.0, "no step and no weight decay while frozen")
+    assert (1 - np.asarray(head) > 0.01).all()
+    opt.apply([keras.ops.ones(4), keras.ops.ones(4)], [backbone, head])
+    assert (1 - np.asarray(backbone) > 0).all(), "it fine-tunes once the frozen steps are over"
+
+
 def test_the_backbone_steps_at_its_fraction_of_the_learning_rate():
     """Adam normalises gradients away, so the fraction must scale the step itself (and the weight decay)."""
     import keras
@@ -121,7 +169,7 @@ def test_backbone_variables_are_the_standard_backbones_convolutions():
     (V2_FILE, "mobilenet_v2", 0.5, "holds MobileNetV2 width 1, expected MobileNetV2 width 0.5"),
     (V1_FILE, "mobilenet_v2", 1.0, "holds MobileNetV1 width 0.5, expected MobileNetV2 width 1"),
     (PEERS / "deeplabv3_mnv2_dm05_pascal_quant.tflite", "mobilenet_v2", 0.5,
-     r"first difference at convolution 5, block_1_project: \(1, 1, 48, 12\) in the file, \(1, 1, 48, 16\) expected"),
+     "holds MobileNetV2 width 0.5 in TF-Slim's channel layout, expected MobileNetV2 width 0.5"),
 ])
 def test_a_file_of_another_backbone_is_named(path, backbone, width, message):
     from ocrnet_edge.model.pretrained import tflite_backbone_weights
@@ -291,3 +339,47 @@ def test_unknown_model_file_for_import(tmp_path):
     p.write_bytes(b"\x00" * 100)
     with pytest.raises(ModelError, match="not a TFLite model"):
         read_tflite_convs(p)
+
+
+def test_photographs_start_from_the_bundled_deeplab_backbone_by_default():
+    """What `train` gives a user who chose no model: size s on the bundled DeepLab MobileNetV2 0.5, which ships
+    with the package and is read like any other file."""
+    from ocrnet_edge.model.config import SIZE_PRESETS, TrainConfig
+    from ocrnet_edge.model.pretrained import BUNDLED, DEFAULT_START, file_backbone, resolve_source
+    from ocrnet_edge.model.train import PHOTO_PRESET, photo_defaults
+
+    cfg, line = photo_defaults(TrainConfig())
+    assert cfg.pretrained == DEFAULT_START and PHOTO_PRESET in line and DEFAULT_START in line
+    assert all(getattr(cfg.model, k) == v for k, v in SIZE_PRESETS[PHOTO_PRESET].items())
+    path = resolve_source(cfg.pretrained)
+    assert path == str(BUNDLED / DEFAULT_START) and (BUNDLED / "LICENSE").is_file()
+    assert file_backbone(path) == ("mobilenet_v2", 0.5, 1)
+    assert resolve_source("none") == "" and resolve_source("imagenet") == "imagenet"
+    assert resolve_source("not_bundled.tflite") == "not_bundled.tflite", "left for load_pretrained to refuse"
+
+
+def test_a_missing_pretrained_file_names_the_bundled_ones():
+    from ocrnet_edge.model.network import build_ocrnet
+    from ocrnet_edge.model.pretrained import DEFAULT_START, load_pretrained
+
+    cfg = ModelConfig(input_size=SMALL, backbone="mobilenet_v2", width=0.5, channel_divisor=1)
+    with pytest.raises(InputError, match=f"--pretrained file not found .*imagenet, none, or a bundled file's name: "
+                                         f"{DEFAULT_START}"):
+        load_pretrained(build_ocrnet(cfg), cfg, "nowhere.tflite")
+
+
+@pytest.mark.parametrize(("extra", "defaults"), [
+    ([], True),
+    (["--backbone", "compact"], False),
+    (["--size-preset", "n"], False),
+    (["--pretrained", "none"], False),
+    (["--steps", "5", "--size", "256"], True),
+])
+def test_train_takes_the_photo_defaults_only_when_no_model_is_chosen(monkeypatch, tmp_path, extra, defaults):
+    import ocrnet_edge.model.train as train_module
+    from ocrnet_edge.cli import main
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda *a, **kw: seen.update(kw) or tmp_path / "model.keras")
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *extra]) == 0
+    assert seen["defaults"] is defaults

@@ -261,3 +261,161 @@ def test_patience_stops_the_run_and_says_so(tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "state.json").read_text())["stopped_early"] is True
     printed = capsys.readouterr().out
     assert "stopping early at step 3" in printed and "EMA weights" in printed
+
+
+# ---------------------------------------------------------------- task-aligned assignment
+
+TAL_SIZE, TAL_STRIDES = 64, (8, 16, 32)
+BOX_A, BOX_B = (8, 8, 36, 40), (26, 8, 56, 40)
+"""Two touching objects (classes 0 and 1) whose boxes share the stride-8 column at x = 28."""
+GOOD_A = (10, 8, 32, 40)
+"""What the good location inside A predicts: IoU 22/28 with A, better than any other prediction of A."""
+GOOD_A_IOU = 22 / 28
+SCORE, SHARED_SCORE, DEFAULT_DIST = 0.1, 0.9, 0.5
+"""Every location scores 0.1 and predicts a box reaching half a stride each way; the shared location,
+which predicts B exactly, scores 0.9 for both classes (so both objects choose it)."""
+FCOS_LOSSES = (0.3146372, 0.8659722)
+"""(cls, box) of the static assignment's loss on this case, pinned: the fcos path must not change."""
+
+
+def _tal_case():
+    from ocrnet_edge.runtime.decode.detect import anchor_points
+
+    centres, strides = anchor_points(TAL_SIZE, TAL_STRIDES)
+    n = len(centres)
+
+    def at(x, y, s):
+        return int(np.nonzero((centres[:, 0] == x) & (centres[:, 1] == y) & (strides == s))[0][0])
+
+    def towards(box, i):
+        (x, y), s = centres[i], strides[i]
+        return np.array([x - box[0], y - box[1], box[2] - x, box[3] - y], np.float32) / s
+
+    good, bad, shared = at(20, 20, 8), at(12, 20, 8), at(28, 20, 8)
+    scores = np.full((1, n, 2), SCORE, np.float32)
+    dist = np.full((1, n, 4), DEFAULT_DIST, np.float32)
+    dist[0, good] = towards(GOOD_A, good)
+    dist[0, bad] = 0.0  # a collapsed box: no overlap with A at all
+    dist[0, shared], scores[0, shared] = towards(BOX_B, shared), SHARED_SCORE
+    # Two padding objects: one whose box covers the whole input, one of zeros.
+    gt_boxes = np.array([[BOX_A, BOX_B, (0, 0, TAL_SIZE, TAL_SIZE), (0, 0, 0, 0)]], np.float32)
+    gt_labels = np.array([[0, 1, -1, -1]], np.int32)
+    return centres, strides, scores, dist, gt_boxes, gt_labels, (good, bad, shared)
+
+
+def _two_objects():
+    boxes = np.array([BOX_A, BOX_B], np.float32)
+    masks = np.stack([_square(TAL_SIZE, *b) for b in (BOX_A, BOX_B)])
+    return boxes, np.array([0, 1], np.int32), masks, np.zeros((TAL_SIZE, TAL_SIZE), np.uint8)
+
+
+def test_task_aligned_assignment_picks_the_well_predicting_locations():
+    from ocrnet_edge.model import losses
+    from ocrnet_edge.model.targets import MAX_OBJECTS, candidates, image_targets
+
+    centres, strides, scores, dist, gt_boxes, gt_labels, (good, bad, shared) = _tal_case()
+    pred = losses.decode_boxes(dist, centres, strides)
+    t = {k: np.asarray(v) for k, v in losses.task_aligned_targets(scores, pred, gt_boxes, gt_labels, centres,
+                                                                   strides, num_classes=2).items()}
+    pos, iou = t["positive"][0], t["iou"][0]
+    assert pos[0, good] == 1 and pos[0, bad] == 0, "the location that predicts A well learns A, the collapsed one not"
+    assert pos[1, shared] == 1 and pos[0, shared] == 0, "chosen by both, the shared location goes to B (IoU 1)"
+    assert pos.sum(axis=0).max() == 1, "no location learns two objects"
+    assert 0 < pos[0].sum() <= losses.TAL_TOPK and 0 < pos[1].sum() <= losses.TAL_TOPK
+    assert pos[2:].sum() == 0 and iou[2:].max() == 0, "padding objects assign nothing"
+    np.testing.assert_array_equal(t["fg"][0], pos.sum(axis=0))
+    np.testing.assert_array_equal(t["box_target"][0, good], BOX_A)
+    np.testing.assert_array_equal(t["box_target"][0, shared], BOX_B)
+    for g in (0, 1):  # each object's best location is taught the best IoU of its positives, the others less
+        best_iou = (iou[g] * pos[g]).max()
+        target = t["cls_target"][0, :, g] * pos[g]
+        assert target.max() == pytest.approx(best_iou, rel=1e-6)
+        assert (t["cls_target"][0, pos[g] == 1, 1 - g] == 0).all()
+    assert t["cls_target"][0, good, 0] == pytest.approx(GOOD_A_IOU, rel=1e-6)
+    assert t["cls_target"][0, t["fg"][0] == 0].max() == 0
+
+    # The mask samples of a tal run come from a static superset of where the detector may be taught to fire.
+    boxes, cats, masks, sem = _two_objects()
+    everywhere = len(centres)  # enough samples for every candidate
+    fcos = image_targets(boxes, cats, masks, sem, TAL_SIZE, TAL_STRIDES, everywhere, np.random.default_rng(0))
+    same = image_targets(boxes, cats, masks, sem, TAL_SIZE, TAL_STRIDES, everywhere, np.random.default_rng(0),
+                         assigner="fcos")
+    tal = image_targets(boxes, cats, masks, sem, TAL_SIZE, TAL_STRIDES, everywhere, np.random.default_rng(0),
+                        assigner="tal")
+    assert set(same) == set(fcos) and "gt_boxes" not in fcos
+    for k in fcos:
+        np.testing.assert_array_equal(same[k], fcos[k])
+    for k in ("cls_label", "cls_weight", "box_target", "semantic"):
+        np.testing.assert_array_equal(tal[k], fcos[k])
+    assert tal["gt_boxes"].shape == (MAX_OBJECTS, 4) and tal["gt_labels"].tolist() == [0, 1] + [-1] * (MAX_OBJECTS - 2)
+    np.testing.assert_array_equal(tal["gt_boxes"][:2], boxes)
+    sampled = set(tal["mask_loc"][tal["mask_weight"] > 0].tolist())
+    assert sampled == set(np.nonzero(candidates(boxes, TAL_SIZE, TAL_STRIDES) >= 0)[0].tolist())
+    assert set(np.nonzero(t["fg"][0])[0].tolist()) <= sampled
+    assert set(np.nonzero(fcos["cls_label"] >= 0)[0].tolist()) < sampled
+    assert len(set(strides[sorted(sampled)].tolist())) > 1, "on every level"
+    # The static assignment's loss is what it was.
+    cls_l, box_l = losses.detection_losses(scores, dist, fcos["cls_label"][None], fcos["box_target"][None],
+                                           centres, strides, 2, fcos["cls_weight"][None])
+    np.testing.assert_allclose([float(cls_l), float(box_l)], FCOS_LOSSES, rtol=1e-5)
+
+
+TAL_STEPS = 2
+
+
+@pytest.mark.slow
+def test_a_tiny_run_trains_with_the_task_aligned_assigner(small_dataset, tmp_path):
+    import dataclasses
+
+    from ocrnet_edge.model.config import LossConfig
+    from ocrnet_edge.model.train import train
+
+    cfg = TrainConfig(steps=TAL_STEPS, val_every=TAL_STEPS, batch_size=2, val_images=0, augment="off",
+                      model=dataclasses.replace(TINY, input_size=TAL_SIZE), loss=LossConfig(assigner="tal"))
+    train(small_dataset, tmp_path, cfg, verbose=0)
+    (row,) = list(csv.DictReader((tmp_path / "history.csv").open()))
+    for term in ("loss", "cls", "box", "mask"):
+        assert np.isfinite(float(row[term])), (term, row[term])
+    assert float(row["box"]) > 0, "the assigner found positives"
+    assert json.loads((tmp_path / "config.json").read_text())["loss"]["assigner"] == "tal"
+
+    # The trainer's detection terms are the task-aligned ones, on the objects the batches carry.
+    from ocrnet_edge.model import losses
+    from ocrnet_edge.model.config import to_dict
+    from ocrnet_edge.model.train import Batches, OCRNetTrainer
+
+    ds = load_dataset(small_dataset)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, class_names=ds.thing_classes,
+                                                             stuff_names=ds.stuff_classes))
+    trainer = OCRNetTrainer(to_dict(cfg.model), to_dict(cfg.loss))
+    x, y = Batches(ds, cfg, shuffle=False)[0]
+    out = trainer(x)
+    trainer.compute_loss(y=y, y_pred=out)
+    want = losses.task_aligned_losses(out["det_scores"], out["det_boxes"], y["gt_boxes"], y["gt_labels"],
+                                      trainer._centres, trainer._strides, cfg.model.num_classes, y["cls_weight"])
+    got = (trainer.trackers["cls"].result(), trainer.trackers["box"].result())
+    np.testing.assert_allclose([float(v) for v in got], [float(v) for v in want], rtol=1e-6)
+
+
+def test_an_unknown_assigner_is_refused_in_one_line():
+    from ocrnet_edge.model.config import LossConfig, train_config_from_dict
+
+    with pytest.raises(InputError, match=r"^assigner \(--assigner\) must be fcos or tal. Received: 'atss'$"):
+        LossConfig(assigner="atss")
+    with pytest.raises(InputError, match="must be fcos or tal"):
+        train_config_from_dict({"loss": {"assigner": "TAL"}})
+
+
+def test_objects_past_the_limit_are_ignored_not_taught_as_background():
+    from ocrnet_edge.model.targets import padded_objects
+    from ocrnet_edge.runtime.decode.detect import anchor_points
+
+    centres, _ = anchor_points(TAL_SIZE, TAL_STRIDES)
+    big, small = (0, 0, 40, 40), (44, 44, 60, 60)
+    boxes = np.array([small, big], np.float32)
+    gt_boxes, gt_labels, dropped = padded_objects(boxes, np.array([1, 0], np.int32), centres, limit=1)
+    np.testing.assert_array_equal(gt_boxes, [big])
+    assert gt_labels.tolist() == [0], "the largest objects are kept"
+    x, y = centres[:, 0], centres[:, 1]
+    in_small = (x > small[0]) & (x < small[2]) & (y > small[1]) & (y < small[3])
+    np.testing.assert_array_equal(dropped, in_small)
