@@ -19,9 +19,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from backbone_figures import cpu_line, measure, parse_args  # noqa: E402
 
-ROWS = [("reference", "compact", 1.0, None), ("n", "mobilenet_v2", 1.0, "n"), ("s", "mobilenet_v2", 1.0, "s"),
-        ("m", "mobilenet_v2", 1.0, "m"), ("s", "mobilenet_v2", 0.5, "s")]
-"""(label, backbone, width, preset): the reference model's architecture first (the ratios' base)."""
+ROWS = [("reference", "compact", 1.0, None, 8), ("n", "mobilenet_v2", 1.0, "n", 8), ("s", "mobilenet_v2", 1.0, "s", 8),
+        ("m", "mobilenet_v2", 1.0, "m", 8), ("s", "mobilenet_v2", 0.5, "s", 1), ("m", "mobilenet_v2", 0.5, "m", 1)]
+"""(label, backbone, width, preset, channel divisor): the reference model's architecture first (the ratios' base);
+width 0.5 in DeepLab's channel layout (divisor 1), that of the bundled pretrained file."""
 
 
 def main() -> None:
@@ -29,12 +30,12 @@ def main() -> None:
 
     args = parse_args(__doc__)
     models = []
-    for label, backbone, width, preset in ROWS:
-        cfg = ModelConfig(input_size=args.size, backbone=backbone, width=width)
+    for label, backbone, width, preset, divisor in ROWS:
+        cfg = ModelConfig(input_size=args.size, backbone=backbone, width=width, channel_divisor=divisor)
         models.append((f"{label}_{backbone}_{width:g}", cfg.with_preset(preset) if preset else cfg))
     rows = measure(models, args)
-    for (label, backbone, width, preset), (_, cfg), r in zip(ROWS, models, rows):
-        r.update(label=label, backbone=backbone, width=width, preset=preset,
+    for (label, backbone, width, preset, divisor), (_, cfg), r in zip(ROWS, models, rows):
+        r.update(label=label, backbone=backbone, width=width, preset=preset, channel_divisor=divisor,
                  invoke_ratio_to_reference=r.pop("invoke_ratio"),
                  channels={k: getattr(cfg, k) for k in ("neck_channels", "det_channels", "head_channels", "num_protos",
                                                         "ocr_channels")})
@@ -48,7 +49,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         c = r["channels"]
-        print(f"| {r['label']} | {r['backbone']} {r['width']:g} | {c['neck_channels']} / {c['det_channels']} / "
+        layout = " (DeepLab layout)" if r["channel_divisor"] != 8 else ""
+        print(f"| {r['label']} | {r['backbone']} {r['width']:g}{layout} | {c['neck_channels']} / {c['det_channels']} / "
               f"{c['head_channels']} / {c['num_protos']} | {r['macs'] / 1e6:.0f} | {r['params'] / 1e6:.2f} M | "
               f"{r['int8_bytes'] / 1024:.0f} KiB | {r['edgetpu_mapped']} ops map | {r['invoke_ms']:.2f} ms | "
               f"{r['invoke_ratio_to_reference']:.2f} | {r['peak_rss_mb']:.0f} MB |")
