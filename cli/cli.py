@@ -282,6 +282,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         require_onnx()  # before minutes of TFLite conversion
     opts = ConvertOptions(size=size, calib=args.calib, min_calib=args.min_calib, val=args.val,
                           heldout_images=args.heldout_images, gate=not args.no_gate, max_drop=args.max_drop,
+                          skip_bad=args.skip_bad,
                           edgetpu=edgetpu, name=args.name, progress=not args.quiet, onnx=args.onnx,
                           onnx_opset=opset or DEFAULT_ONNX_OPSET)
     res = convert_model(args.model, args.out, opts)
@@ -580,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--heldout-images", type=int, help="gate images (default: 100 generated scenes, or up to 200 "
                    "of the validation data)")
     c.add_argument("--no-gate", action="store_true", help="convert without the fidelity gate (the report says so)")
+    c.add_argument("--skip-bad", action="store_true", help="skip files of --val with problems instead of stopping")
     c.add_argument("--max-drop", type=float, default=1.0, help="largest allowed drop of box AP, mask AP, mIoU (points)")
     c.add_argument("--name", help="output name (default: the model's folder or file name)")
     c.add_argument("--onnx", action="store_true", help="also write NAME.onnx (float32) and NAME_int8_qdq.onnx "

@@ -65,6 +65,8 @@ class ConvertOptions:
         onnx: Also write ``<name>.onnx`` (float32) and ``<name>_int8_qdq.onnx`` (symmetric QDQ INT8) for
             TensorRT and ONNX Runtime, gated and checked for TensorRT (:mod:`convert.onnx_step`).
         onnx_opset: Their ONNX opset (17; 13 for Jetson Nano's TensorRT 8.2).
+        skip_bad: Skip the files of ``val`` with problems (counted) instead of refusing it, as ``train
+            --skip-bad`` does (the recorded validation data is always read so, as it was for training).
     """
 
     size: int | None = None
@@ -81,6 +83,7 @@ class ConvertOptions:
     progress: bool = True
     onnx: bool = False
     onnx_opset: int = 17
+    skip_bad: bool = False
 
     def __post_init__(self) -> None:
         if not 13 <= self.onnx_opset <= 20:
@@ -360,7 +363,8 @@ def _gate_plan(options: ConvertOptions, cfg: ModelConfig, model_path: Path, data
 
     if options.val is not None:
         split = "val" if "val" in available_splits(options.val) else "all"
-        ds = capped(load_dataset(options.val, cfg.class_names, split=split, stuff_names=cfg.stuff_names))
+        ds = capped(load_dataset(options.val, cfg.class_names, split=split, stuff_names=cfg.stuff_names,
+                                 skip_bad=options.skip_bad, quiet=not options.progress))
         return f"dataset {options.val} ({split})", lambda work: ds
     if calibration.trained_on_scenes(cfg, data_record):
         def scenes(work: Path) -> Dataset:

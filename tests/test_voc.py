@@ -250,3 +250,19 @@ def test_bccd_zero_size_boxes_are_problems():
     for name, line in zip(sorted(BCCD_ZERO_SIZE), sorted(problems, key=lambda p: Path(p.split(":")[0]).name)):
         assert f"{name}:" in line and "box with zero area" in line
     assert len(load_dataset(SHARED_BCCD, skip_bad=True, check_images=False)) == 205 - 1
+
+
+def test_convert_gate_data_with_bad_boxes_is_refused_or_skipped(devkit, tmp_path):
+    """`convert --val` on a set with a zero-area box: one line naming the file, or `--skip-bad` skips that file
+    (the line's own advice, which convert did not take before)."""
+    from ocrnet_edge.convert.pipeline import ConvertOptions, _gate_plan
+    from ocrnet_edge.model.config import ModelConfig
+
+    _rewrite("2007_000003", [("cat", (2, 2, 30, 30), False), ("cat", (7, 7, 7, 7), False)])(devkit)
+    (devkit / "ImageSets" / "Main" / "val.txt").write_text("2007_000003\n2007_000001\n")
+    cfg = ModelConfig(input_size=64, class_names=("dog", "cat"))
+    with pytest.raises(InputError, match=r"2007_000003\.xml:\d+: object 2 \(cat\): box with zero area"):
+        _gate_plan(ConvertOptions(val=devkit), cfg, tmp_path / "model.keras", None)
+    what, load = _gate_plan(ConvertOptions(val=devkit, skip_bad=True, progress=False), cfg,
+                            tmp_path / "model.keras", None)
+    assert what == f"dataset {devkit} (val)" and [r.path.name for r in load(tmp_path).records] == ["2007_000001.jpg"]
