@@ -62,27 +62,40 @@ def _pr_figures(ev: dict, gt: COCO) -> tuple[float, float]:
     return (float(np.mean(p_at_r)) if p_at_r else 0.0, float(np.mean(r_at_p)) if r_at_p else 0.0)
 
 
-def best_f1(ev: dict, gt: COCO, grid: int = 96) -> dict | None:
-    """The score threshold with the highest F1 at IoU 0.5 (F1 averaged over the classes with objects), read
-    from COCOeval's precision and score arrays: where a deployed model should cut (``run --score``), as
-    Ultralytics' F1 curve gives it. ``{"score_threshold", "f1", "precision", "recall"}``; None without
-    detections."""
-    if not ev:
+def best_f1(evaluator, gt: COCO, grid: int = 96) -> dict | None:
+    """The score threshold with the highest F1 at IoU 0.5 (F1 averaged over the classes with objects): where a
+    deployed model should cut (``run --score``), as Ultralytics' F1 curve gives it. Counted from COCOeval's own
+    matches at IoU 0.5 (a detection on a crowd region counts neither way), so every false positive above a
+    threshold counts, also those scoring below the last true positive. ``{"score_threshold", "f1", "precision",
+    "recall"}``; None without detections."""
+    if evaluator is None:
         return None
-    prec = np.asarray(ev["precision"])[0, :, :, 0, -1]  # (R, K) at IoU 0.5, all areas, 100 detections
-    sc = np.asarray(ev["scores"])[0, :, :, 0, -1]
-    rec_thrs = np.linspace(0, 1, prec.shape[0])
-    cats = [k for k, cat in enumerate(sorted(gt.getCatIds())) if gt.getAnnIds(catIds=[cat]) and k < prec.shape[1]]
+    matched = {int(k.split("_")[0]): int(k.split("_")[1]) for k in evaluator.eval.get("matched", {})}
+    cats = [c for c in sorted(gt.getCatIds()) if gt.getAnnIds(catIds=[c], iscrowd=False)]
     if not cats:
         return None
+    objects = {c: len(gt.getAnnIds(catIds=[c], iscrowd=False)) for c in cats}
+    scores = {c: [] for c in cats}
+    hits = {c: [] for c in cats}
+    for d in evaluator.cocoDt.anns.values():
+        c, g = d["category_id"], matched.get(d["id"])
+        if c not in scores or (g is not None and gt.anns[g]["iscrowd"]):
+            continue
+        scores[c].append(d["score"])
+        hits[c].append(g is not None)
+    scores = {c: np.asarray(v, np.float64) for c, v in scores.items()}
+    hits = {c: np.asarray(v, bool) for c, v in hits.items()}
     best = None
     for t in np.linspace(0.01, 0.96, grid):
-        ps, rs = [], []
-        for k in cats:
-            ok = np.nonzero((prec[:, k] > 0) & (sc[:, k] >= t))[0]
-            ps.append(float(prec[ok.max(), k]) if len(ok) else 0.0)  # precision at the highest recall reached
-            rs.append(float(rec_thrs[ok.max()]) if len(ok) else 0.0)
-        f1 = float(np.mean([2 * p * r / (p + r) if p + r else 0.0 for p, r in zip(ps, rs)]))
+        ps, rs, fs = [], [], []
+        for c in cats:
+            keep = scores[c] >= t
+            tp, n = int(hits[c][keep].sum()), int(keep.sum())
+            p, r = (tp / n if n else 0.0), tp / objects[c]
+            ps.append(p)
+            rs.append(r)
+            fs.append(2 * p * r / (p + r) if p + r else 0.0)
+        f1 = float(np.mean(fs))
         if best is None or f1 > best["f1"] + 1e-9:
             best = {"score_threshold": round(float(t), 3), "f1": f1, "precision": float(np.mean(ps)),
                     "recall": float(np.mean(rs))}
@@ -195,7 +208,7 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
         p_r50, r_p50 = _pr_figures(box_eval, box_gt)
         out.update(box_ap=float(box_stats[0]), box_ap50=float(box_stats[1]), box_ap_small=float(box_stats[3]),
                    box_ap_medium=float(box_stats[4]), box_ap_large=float(box_stats[5]),
-                   precision_at_recall50=p_r50, recall_at_precision50=r_p50, best_f1=best_f1(box_eval, box_gt))
+                   precision_at_recall50=p_r50, recall_at_precision50=r_p50, best_f1=best_f1(box_ev, box_gt))
     else:
         out.update(box_ap=None, box_ap50=None, precision_at_recall50=None, recall_at_precision50=None)
         skipped.update({k: skipped["box_ap"] for k in ("box_ap50", "precision_at_recall50", "recall_at_precision50")})

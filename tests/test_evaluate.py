@@ -63,31 +63,37 @@ def test_no_detections_scores_zero(small_dataset):
     assert m["per_class_iou"]["background"] < 1.0
 
 
-class _OneClassGT:
+class _Ev:
+    """What best_f1 reads of a COCOeval: the detections and COCOeval's matches at IoU 0.5 ("dt_gt" keys)."""
+
+    def __init__(self, dets, matches):
+        self.cocoDt = type("Dt", (), {"anns": {i: {"id": i, "category_id": 1, "score": s}
+                                               for i, s in enumerate(dets, 1)}})()
+        self.eval = {"matched": {f"{d}_{g}": 1 for d, g in matches.items()}}
+
+
+class _GT:
+    """Five objects of class 1 (ids 1-5) and a crowd region (id 9)."""
+
+    anns = {**{g: {"id": g, "iscrowd": 0} for g in range(1, 6)}, 9: {"id": 9, "iscrowd": 1}}
+
     def getCatIds(self):  # noqa: N802 (pycocotools' names)
         return [1]
 
-    def getAnnIds(self, catIds):  # noqa: N802
-        return [1]
+    def getAnnIds(self, catIds, iscrowd=None):  # noqa: N802
+        return [g for g, a in self.anns.items() if iscrowd is None or a["iscrowd"] == iscrowd]
 
 
-def test_best_f1_finds_the_score_where_precision_and_recall_balance():
-    """COCOeval's arrays by hand: precision 1 up to recall 0.6 (scores 0.9 to 0.5), then 0.5 up to recall 0.8
-    (scores 0.4 to 0.2), nothing beyond: cutting at 0.5 gives F1 0.75, at 0.2 only 0.62."""
+def test_best_f1_counts_every_false_positive_above_the_cut():
+    """Detections scoring 0.95 (on a crowd region: neither way), 0.9, 0.8, 0.7 (found), 0.6 (false), 0.5 (found),
+    0.2, 0.1 (false), 5 objects: a cut in (0.2, 0.5] gives P = R = F1 = 0.8; 0.7 gives 0.75; all of them 0.67."""
     from ocrnet_edge.model.evaluate import best_f1
 
-    rec = np.linspace(0, 1, 101)
-    prec = np.where(rec <= 0.6 + 1e-9, 1.0, np.where(rec <= 0.8 + 1e-9, 0.5, 0.0))
-    scores = np.where(rec <= 0.6 + 1e-9, 0.9 - 0.4 * rec / 0.6, np.where(rec <= 0.8 + 1e-9, 0.4 - (rec - 0.6),
-                                                                             0.0))
-    shape = (10, 101, 1, 4, 3)
-    ev = {"precision": np.broadcast_to(prec[None, :, None, None, None], shape),
-          "scores": np.broadcast_to(scores[None, :, None, None, None], shape)}
-    f = best_f1(ev, _OneClassGT())
-    assert f["f1"] == pytest.approx(0.75, abs=1e-6)
-    assert f["precision"] == 1.0 and f["recall"] == pytest.approx(0.6)
-    assert 0.39 < f["score_threshold"] <= 0.5, "the lowest cut that still keeps precision 1"
-    assert best_f1({}, _OneClassGT()) is None
+    ev = _Ev([0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.2, 0.1], {1: 9, 2: 1, 3: 2, 4: 3, 6: 4})
+    f = best_f1(ev, _GT())
+    assert f["f1"] == pytest.approx(0.8) and f["precision"] == pytest.approx(0.8) and f["recall"] == pytest.approx(0.8)
+    assert 0.2 < f["score_threshold"] <= 0.5, "the lowest cut with the best F1"
+    assert best_f1(None, _GT()) is None
 
 
 def test_eval_reports_the_operating_point(small_dataset):
