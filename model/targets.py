@@ -35,6 +35,24 @@ ASSIGNERS = ("fcos", "tal")
 """Label assignments :func:`image_targets` prepares for (``LossConfig.assigner``)."""
 
 
+def _owners(ok: np.ndarray, boxes: np.ndarray, centres: np.ndarray, st: np.ndarray) -> np.ndarray:
+    """(N,) the object each location learns from among those ``ok`` (N, G) allows: the smallest; an object
+    left without a location takes the nearest free finest-level one; -1 for none."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    cost = np.where(ok, area[None, :], np.inf)
+    owner = np.argmin(cost, axis=1)
+    owner = np.where(np.isfinite(cost[np.arange(len(centres)), owner]), owner, -1).astype(np.int64)
+    finest = st == st.min()
+    bcx, bcy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    for g in np.setdiff1d(np.arange(len(boxes)), owner):
+        d = (centres[:, 0] - bcx[g]) ** 2 + (centres[:, 1] - bcy[g]) ** 2
+        d = np.where(finest & (owner < 0), d, np.inf)
+        i = int(np.argmin(d))
+        if np.isfinite(d[i]):
+            owner[i] = g
+    return owner
+
+
 def assign(boxes: np.ndarray, size: int, strides: tuple[int, ...]) -> np.ndarray:
     """Index of the object each location learns from, or -1.
 
@@ -61,18 +79,7 @@ def assign(boxes: np.ndarray, size: int, strides: tuple[int, ...]) -> np.ndarray
     lower = np.where(st == min(strides), 0.0, LEVEL_LIMITS * st / 2)[:, None]
     upper = np.where(st == max(strides), np.inf, LEVEL_LIMITS * st)[:, None]
     ok = inside & central & (far >= lower) & (far < upper)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    cost = np.where(ok, area[None, :], np.inf)
-    owner = np.argmin(cost, axis=1)
-    owner = np.where(np.isfinite(cost[np.arange(n), owner]), owner, -1).astype(np.int64)
-    finest = st == min(strides)
-    for g in np.setdiff1d(np.arange(len(boxes)), owner):
-        d = (centres[:, 0] - bcx[g]) ** 2 + (centres[:, 1] - bcy[g]) ** 2
-        d = np.where(finest & (owner < 0), d, np.inf)
-        i = int(np.argmin(d))
-        if np.isfinite(d[i]):
-            owner[i] = g
-    return owner
+    return _owners(ok, boxes, centres, st)
 
 
 def candidates(boxes: np.ndarray, size: int, strides: tuple[int, ...],
@@ -103,18 +110,7 @@ def candidates(boxes: np.ndarray, size: int, strides: tuple[int, ...],
     bcx, bcy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     rad = radius * st[:, None]
     ok = inside & (np.abs(cx - bcx[None]) < rad) & (np.abs(cy - bcy[None]) < rad)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    cost = np.where(ok, area[None, :], np.inf)
-    owner = np.argmin(cost, axis=1)
-    owner = np.where(np.isfinite(cost[np.arange(n), owner]), owner, -1).astype(np.int64)
-    finest = st == min(strides)
-    for g in np.setdiff1d(np.arange(len(boxes)), owner):
-        d = (centres[:, 0] - bcx[g]) ** 2 + (centres[:, 1] - bcy[g]) ** 2
-        d = np.where(finest & (owner < 0), d, np.inf)
-        i = int(np.argmin(d))
-        if np.isfinite(d[i]):
-            owner[i] = g
-    return owner
+    return _owners(ok, boxes, centres, st)
 
 
 def padded_objects(boxes: np.ndarray, categories: np.ndarray, centres: np.ndarray,
