@@ -67,6 +67,21 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _size(text: str):
+    """``--size 320`` or ``--size 416x320`` (width x height; each side a multiple of 32)."""
+    from ocrnet_edge.runtime.contract import parse_size
+
+    try:
+        return parse_size(text)
+    except OcrnetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _size_list(text: str) -> list:
+    """``--sizes 256,320,416x320``: comma-separated input sizes."""
+    return [_size(v) for v in text.split(",")]
+
+
 def _name_list(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",")]
     if not all(names):
@@ -517,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--val-fraction of its images held out)")
     t.add_argument("--classes", type=_class_list, help="train these classes only, in this order (comma-separated)")
     t.add_argument("--config", type=Path, help="training configuration JSON (as saved in a run's config.json)")
-    t.add_argument("--size", type=int, help="input size (multiple of 32)")
+    t.add_argument("--size", type=_size, help="input size: a side (320) or width x height (416x320 for a 4:3 camera, "
+                   "512x288 for 16:9), each a multiple of 32")
     t.add_argument("--backbone", choices=["compact", "mobilenet_v2", "mobilenet_v1"],
                    help="backbone: compact (this project's small one, for generated scenes), or a standard MobileNet "
                    "that published weights fit. Default on photographs: size s on the bundled DeepLab MobileNetV2 "
@@ -570,7 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="full-int8 TFLite with fused heads, card, fidelity gate (workstation)")
     c.add_argument("model", type=Path, help="model.keras")
     c.add_argument("--out", required=True, type=Path, help="output folder")
-    c.add_argument("--size", type=int, help="export input size (multiple of 32); default: the model's")
+    c.add_argument("--size", type=_size, help="export input size: a side (320) or width x height (416x320), each a "
+                   "multiple of 32; default: the model's")
     c.add_argument("--calib", type=Path, help="calibration image folder (default: images of the model's training "
                    "data; calibration_data/ for generated-scene models)")
     c.add_argument("--min-calib", type=int, default=100, help="fewest usable calibration images accepted")
@@ -633,8 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="latency per stage and memory of the device path, per configuration")
     b.add_argument("model", type=Path, nargs="+", help="converted .tflite or .onnx files (e.g. the int8 and the float32 "
                    "build), or a trained model.keras to convert at every size of the sweep (workstation)")
-    b.add_argument("--sizes", type=_int_list,
-                   help="comma-separated input sizes for a .keras model (default: the board's sizes)")
+    b.add_argument("--sizes", type=_size_list,
+                   help="comma-separated input sizes for a .keras model, each 320 or 416x320 (default: the board's "
+                   "sizes)")
     b.add_argument("--float32", action="store_true", help="with a .keras model, also bench float32 builds")
     b.add_argument("--calib", type=Path, help="calibration images for a .keras model (default: the model's own, "
                    "as convert takes them)")
@@ -668,7 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("dataset", help="summary and problems of a labelled dataset, before training (workstation)")
     ds.add_argument("data", type=Path, help="dataset folder (COCO, YOLO, label maps, Pascal VOC XML), COCO .json "
                     "or YOLO data.yaml")
-    ds.add_argument("--size", type=int, default=320, help="model input size the object sizes are given at")
+    ds.add_argument("--size", type=_size, default=320, help="model input size the object sizes are given at (320 or "
+                    "416x320)")
     ds.add_argument("--json", type=Path, help="write the summary and every problem as JSON")
     ds.add_argument("--preview", type=Path, help="folder for images with their labels drawn, as training sees them")
     ds.add_argument("--preview-count", type=int, default=16, help="images in the preview")

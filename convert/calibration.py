@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ocrnet_edge.runtime.contract import InputSize, input_wh
 from ocrnet_edge.runtime.errors import InputError
 from ocrnet_edge.runtime.preprocess import preprocess_into
 
@@ -104,9 +105,11 @@ def sample_files(files: list[Path], count: int, seed: int = 0) -> list[Path]:
     return [files[i] for i in pick]
 
 
-def iter_preprocessed(files: tuple[Path, ...], size: int, mode: str = "letterbox") -> Iterator[np.ndarray]:
-    """(1, S, S, 3) float32 pixels in [0, 255] per image, prepared exactly as the runtime prepares frames."""
-    buf = np.empty((1, size, size, 3), np.uint8)
+def iter_preprocessed(files: tuple[Path, ...], size: InputSize, mode: str = "letterbox") -> Iterator[np.ndarray]:
+    """(1, H, W, 3) float32 pixels in [0, 255] per image for an input of ``size`` (a side, or ``(width,
+    height)``), prepared exactly as the runtime prepares frames."""
+    w, h = input_wh(size)
+    buf = np.empty((1, h, w, 3), np.uint8)
     for p in files:
         img = read_image_any(p)
         if img is None:

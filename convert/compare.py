@@ -19,6 +19,7 @@ import numpy as np
 
 from ocrnet_edge.model.config import ModelConfig
 from ocrnet_edge.model.network import build_ocrnet
+from ocrnet_edge.runtime.contract import InputSize, size_text
 
 from . import calibration
 from .card import write_with_card
@@ -88,7 +89,7 @@ def peak_conv_model(out: Path, size: int = 56, channels: int = 256) -> tuple[Pat
     return path, size * size * channels * channels * 9
 
 
-def convert_sizes(model_path: Path, sizes: list[int], calib: Path | None, out: Path, calib_images: int = 100,
+def convert_sizes(model_path: Path, sizes: list[InputSize], calib: Path | None, out: Path, calib_images: int = 100,
                   float32: bool = False) -> list[Path]:
     """A trained model converted at each input size (full int8, card embedded; no fidelity gate), for a
     benchmark's size sweep. With ``float32``, the float build at each size too. ``calib`` None: the
@@ -107,7 +108,7 @@ def convert_sizes(model_path: Path, sizes: list[int], calib: Path | None, out: P
             builds.append(("float32", None))
         for kind, rep in builds:
             data = keras_to_tflite(net, cfg, rep)
-            path = out / f"{name}_{size}_{kind}.tflite"
-            write_with_card(data, cfg, f"{name}_{size}", model_path, path)
+            path = out / f"{name}_{size_text(size)}_{kind}.tflite"
+            write_with_card(data, cfg, f"{name}_{size_text(size)}", model_path, path)
             paths.append(path)
     return paths

@@ -19,6 +19,7 @@ import numpy as np
 
 from ocrnet_edge.model.config import ModelConfig
 from ocrnet_edge.model.network import build_ocrnet
+from ocrnet_edge.runtime.contract import InputSize, input_wh
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
@@ -31,17 +32,19 @@ def export_model(model, cfg: ModelConfig):
     return static
 
 
-def saved_model(model, size: int, workdir: Path) -> Path:
-    """Write ``model`` as a SavedModel whose ``serving_default`` takes a (1, size, size, 3) float32 image."""
+def saved_model(model, size: InputSize, workdir: Path) -> Path:
+    """Write ``model`` as a SavedModel whose ``serving_default`` takes a (1, H, W, 3) float32 image, for an
+    input of ``size`` (a side, or ``(width, height)``)."""
     import keras
     import tensorflow as tf
 
+    w, h = input_wh(size)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         name=SIGNATURE_KEY,
         fn=lambda image: model(image, training=False),
-        input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32, name=INPUT_NAME)],
+        input_signature=[tf.TensorSpec((1, h, w, 3), tf.float32, name=INPUT_NAME)],
     )
     path = workdir / "saved_model"
     archive.write_out(str(path), verbose=False)

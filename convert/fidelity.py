@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ocrnet_edge.model.data import Dataset
+from ocrnet_edge.runtime.contract import input_wh
 from ocrnet_edge.runtime.engine import Engine
 from ocrnet_edge.runtime.preprocess import preprocess_into
 
@@ -58,8 +59,8 @@ class _Acc:
 
 def output_agreement(float_model, engine: Engine, dataset: Dataset, progress: bool = True) -> dict[str, OutputAgreement]:
     """Compare every output of the int8 engine with the float Keras model on ``dataset``'s images."""
-    size = engine.input_size
-    buf = np.empty((1, size, size, 3), np.uint8)
+    w, h = input_wh(engine.input_size)
+    buf = np.empty((1, h, w, 3), np.uint8)
     accs: dict[str, _Acc] = {}
     for rec in tqdm(dataset.records, desc="fidelity", unit="img", disable=not progress):
         preprocess_into(rec.image(), buf)

@@ -56,8 +56,10 @@ def require_onnx() -> None:
 
 
 def static_model(net, cfg: ModelConfig):
-    """``net`` itself when it already takes ``(1, S, S, 3)``, else its copy rebuilt at batch 1 and size S."""
-    if tuple(net.input_shape) == (1, cfg.input_size, cfg.input_size, 3):
+    """``net`` itself when it already takes ``(1, H, W, 3)`` at ``cfg``'s size, else its copy rebuilt at batch 1
+    and that size."""
+    w, h = cfg.input_wh
+    if tuple(net.input_shape) == (1, h, w, 3):
         return net
     from .export import export_model
 
@@ -72,9 +74,9 @@ def tf2onnx_model(net, cfg: ModelConfig, opset: int = DEFAULT_OPSET):
     from ocrnet_edge.runtime.quiet import native_stderr_quiet
 
     static = static_model(net, cfg)
-    size = cfg.input_size
+    w, h = cfg.input_wh
     fn = tf.function(lambda image: static(image, training=False))
-    spec = [tf.TensorSpec((1, size, size, 3), tf.float32, name=INPUT_NAME)]
+    spec = [tf.TensorSpec((1, h, w, 3), tf.float32, name=INPUT_NAME)]
     with native_stderr_quiet():
         model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
     return model

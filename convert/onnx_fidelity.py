@@ -21,6 +21,7 @@ import numpy as np
 
 from ocrnet_edge.model.data import Dataset
 from ocrnet_edge.model.evaluate import evaluate_outputs
+from ocrnet_edge.runtime.contract import InputSize, input_wh
 from ocrnet_edge.runtime.preprocess import preprocess_into
 from ocrnet_edge.runtime.quant import FLOAT
 
@@ -41,11 +42,12 @@ class OrtModel:
 
     Args:
         model: ONNX file path or serialized bytes.
-        size: Input side S (the graph takes ``image``, float32 (1, S, S, 3), RGB 0..255).
+        size: Input size, a side or ``(width, height)`` (the graph takes ``image``, float32 (1, H, W, 3),
+            RGB 0..255).
         threads: Intra-op threads.
     """
 
-    def __init__(self, model: Path | bytes, size: int, threads: int = 2) -> None:
+    def __init__(self, model: Path | bytes, size: InputSize, threads: int = 2) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -58,10 +60,11 @@ class OrtModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.quants = {n: FLOAT for n in self.output_names}
         self.backend = self
-        self._buf = np.zeros((1, size, size, 3), np.float32)
+        w, h = input_wh(size)
+        self._buf = np.zeros((1, h, w, 3), np.float32)
 
     def input_view(self) -> np.ndarray:
-        """The (1, S, S, 3) float32 input buffer."""
+        """The (1, H, W, 3) float32 input buffer."""
         return self._buf
 
     def invoke(self) -> dict[str, np.ndarray]:
@@ -149,7 +152,7 @@ def noise_failures(outputs: dict[str, fidelity.OutputAgreement]) -> tuple[str, .
                  if v.max_abs > FLOAT_MAX_ABS or (v.cosine < FLOAT_MIN_COSINE and v.max_abs > FLOAT_NOISE_FLOOR))
 
 
-def check_file(reference, model: Path | bytes, size: int, heldout: Dataset, ref_metrics: dict, max_drop: float,
+def check_file(reference, model: Path | bytes, size: InputSize, heldout: Dataset, ref_metrics: dict, max_drop: float,
                threads: int = 2, progress: bool = False) -> tuple[dict[str, fidelity.OutputAgreement], dict,
                                                                   fidelity.GateResult]:
     """One file through the gate: ``(per output agreement with reference, its metrics, gate result)``.
@@ -157,7 +160,7 @@ def check_file(reference, model: Path | bytes, size: int, heldout: Dataset, ref_
     Args:
         reference: The float Keras model at batch 1 (or a :class:`CachedReference` of it).
         model: The ONNX file or its bytes.
-        size: Input side S.
+        size: Input size: a side, or ``(width, height)``.
         heldout: Gate images.
         ref_metrics: Metrics it must stay within ``max_drop`` points of.
         max_drop: Allowed drop in points.

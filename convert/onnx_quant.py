@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ocrnet_edge.runtime.contract import InputSize
 from ocrnet_edge.runtime.errors import InputError
 
 QUANTIZED_OPS = ("Conv", "Add")
@@ -80,7 +81,7 @@ class QdqPlan:
             raise InputError(f"QDQ calibration method must be one of {METHODS}. Received: {self.method!r}")
 
 
-def calibration_reader(files: Sequence[Path], size: int, input_name: str = "image"):
+def calibration_reader(files: Sequence[Path], size: InputSize, input_name: str = "image"):
     """An ONNX Runtime ``CalibrationDataReader`` over calibration images, each ``{input_name: (1, S, S, 3)
     float32}`` pixels 0..255, preprocessed exactly as for the TFLite file (:func:`calibration.iter_preprocessed`)."""
     from onnxruntime.quantization import CalibrationDataReader
@@ -139,14 +140,14 @@ def detection_head(model) -> tuple[str, ...]:
     return tuple(n.name for n in model.graph.node if n.op_type == "Conv" and n.name in found)
 
 
-def quantize_qdq(float_model, out: Path, files: Sequence[Path], size: int, plan: QdqPlan = QdqPlan()):
+def quantize_qdq(float_model, out: Path, files: Sequence[Path], size: InputSize, plan: QdqPlan = QdqPlan()):
     """Write the explicit symmetric QDQ INT8 graph of ``float_model`` (an ``onnx.ModelProto`` or path).
 
     Args:
         float_model: The float32 ONNX graph (BatchNorm folded, shapes inferred).
         out: Where to write (the caller renames it into place).
         files: Calibration images (the TFLite file's).
-        size: Input side S.
+        size: Input size: a side, or ``(width, height)``.
         plan: Calibration method and nodes kept in float.
 
     Returns:
@@ -209,7 +210,7 @@ def zero_points(model) -> dict[str, np.ndarray]:
     return out
 
 
-def layer_errors(float_path: Path, qdq_path: Path, files: Sequence[Path], size: int, images: int = 2,
+def layer_errors(float_path: Path, qdq_path: Path, files: Sequence[Path], size: InputSize, images: int = 2,
                  top: int = 10) -> list[dict]:
     """Where the QDQ graph loses, per quantized tensor (ONNX Runtime's QDQ loss debugger, the counterpart
     of TensorFlow's quantization debugger used for the TFLite file), over the first ``images`` calibration

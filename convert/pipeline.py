@@ -23,6 +23,7 @@ from ocrnet_edge.model.data import Dataset, load_dataset, write_scenes
 from ocrnet_edge.model.evaluate import evaluate_keras, evaluate_outputs
 from ocrnet_edge.model.io import load_data_record, load_model, load_model_config
 from ocrnet_edge.model.network import output_spec
+from ocrnet_edge.runtime.contract import InputSize, parse_size, size_json
 from ocrnet_edge.runtime.engine import Engine, EngineOptions
 from ocrnet_edge.runtime.errors import EnvironmentMissing, GateError, InputError, ModelError, OutputError
 from ocrnet_edge.runtime.modelfile import inspect_model, xnnpack_refusals
@@ -46,7 +47,8 @@ class ConvertOptions:
     """What ``convert`` does.
 
     Attributes:
-        size: Export input size (a multiple of 32); None keeps the model's.
+        size: Export input size, a side or ``(width, height)``, each a multiple of 32; None keeps the
+            model's.
         calib: Calibration image folder; None: images sampled from the dataset the model was trained on
             (recorded in the model), or the bundled ``calibration_data/`` for a model trained on
             generated scenes.
@@ -69,7 +71,7 @@ class ConvertOptions:
             --skip-bad`` does (the recorded validation data is always read so, as it was for training).
     """
 
-    size: int | None = None
+    size: InputSize | None = None
     calib: Path | None = None
     min_calib: int = calibration.MIN_IMAGES
     val: Path | None = None
@@ -88,8 +90,11 @@ class ConvertOptions:
     def __post_init__(self) -> None:
         if not 13 <= self.onnx_opset <= 20:
             raise InputError(f"ONNX opset must be 13 to 20 (what TensorRT 8.2 to 10.x parse). Received: {self.onnx_opset}")
-        if self.size is not None and (self.size < 64 or self.size % 32):
-            raise InputError(f"--size must be a multiple of 32, at least 64. Received: {self.size}")
+        if self.size is not None:
+            try:
+                object.__setattr__(self, "size", parse_size(self.size))
+            except InputError as e:
+                raise InputError(f"--size: {e}") from None
         if self.heldout_images is not None and self.heldout_images < 1:
             raise InputError(f"held-out images must be at least 1. Received: {self.heldout_images}")
 
@@ -204,7 +209,7 @@ def _load(model_path: Path, options: ConvertOptions) -> tuple[object, ModelConfi
     return net, cfg, load_data_record(model_path)
 
 
-def _representative(files: tuple[Path, ...], size: int, progress: bool):
+def _representative(files: tuple[Path, ...], size: InputSize, progress: bool):
     """The converter's calibration samples, ``[(1, S, S, 3) float32]`` each, as the runtime preprocesses."""
     def representative():
         # The bar follows the images as the converter takes them (it wrapped the file list, which filled at once).
@@ -284,7 +289,7 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
     gate_plan = _gate_plan(options, cfg, model_path, data_record) if options.gate else None
     _writable(out_dir)
     representative = _representative(cal.files, cfg.input_size, options.progress)
-    report: dict = {"model": str(model_path), "name": name, "input_size": cfg.input_size,
+    report: dict = {"model": str(model_path), "name": name, "input_size": size_json(cfg.input_size),
                     "calibration": calib.as_dict(), "gated": options.gate}
 
     t0 = time.perf_counter()

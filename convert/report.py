@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ocrnet_edge.runtime.contract import parse_size, size_text
+
 
 def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
@@ -16,7 +18,8 @@ def render_markdown(r: dict) -> str:
     if not r.get("gated", True):
         lines += ["**NOT GATED: converted with --no-gate; the int8 model's accuracy against the float model was not "
                   "checked.**", ""]
-    lines += [f"# Conversion report: {r['name']}", "", f"- model: `{r['model']}`", f"- input size: {r['input_size']}",
+    size = size_text(parse_size(r["input_size"], 1, 1))
+    lines += [f"# Conversion report: {r['name']}", "", f"- model: `{r['model']}`", f"- input size: {size}",
              f"- calibration: {r['calibration']['images']} images ({r['calibration']['source']}); "
              f"{len(r['calibration']['skipped'])} skipped",
              f"- conversion: {r.get('conversion_seconds')} s; whole command {r.get('seconds_total')} s; "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ocrnet_edge.runtime.contract import InputSize, input_wh
 from ocrnet_edge.runtime.preprocess import PAD_VALUE
 
 from .data import IGNORE, MIN_VISIBLE, Placement, Record, Rendered, read_rgb, render
@@ -48,19 +49,20 @@ class AugmentOptions:
     noise_p: float = 0.2
 
 
-def placement(rec: Record, size: int, rng: np.random.Generator, opts: AugmentOptions) -> Placement:
-    """Where ``rec``'s image lands in a ``size`` x ``size`` input."""
+def placement(rec: Record, size: InputSize, rng: np.random.Generator, opts: AugmentOptions) -> Placement:
+    """Where ``rec``'s image lands in an input of ``size`` (a side, or ``(width, height)``)."""
     base = Placement.letterbox(rec.width, rec.height, size)
+    sw, sh = base.size_w, base.size_h
     flip = bool(opts.flip and rng.random() < 0.5)
     if not opts.enabled:
-        return Placement(base.scale, base.x, base.y, size, size, flip)
+        return Placement(base.scale, base.x, base.y, sw, sh, flip)
     lo, hi = np.log(opts.scale[0]), np.log(opts.scale[1])
     s = base.scale * float(np.exp(rng.uniform(lo, hi)))
     nw, nh = max(1, round(rec.width * s)), max(1, round(rec.height * s))
     # Smaller than the input: anywhere inside it; larger: a random crop.
-    x = int(rng.integers(0, size - nw + 1)) if nw <= size else -int(rng.integers(0, nw - size + 1))
-    y = int(rng.integers(0, size - nh + 1)) if nh <= size else -int(rng.integers(0, nh - size + 1))
-    return Placement(s, x, y, size, size, flip)
+    x = int(rng.integers(0, sw - nw + 1)) if nw <= sw else -int(rng.integers(0, nw - sw + 1))
+    y = int(rng.integers(0, sh - nh + 1)) if nh <= sh else -int(rng.integers(0, nh - sh + 1))
+    return Placement(s, x, y, sw, sh, flip)
 
 
 def reduce_factor(rec: Record, p: Placement) -> int:
@@ -93,13 +95,14 @@ def photometric(img: np.ndarray, rng: np.random.Generator, opts: AugmentOptions)
 
 
 MOSAIC_CENTRE = (0.25, 0.75)
-"""Range of the mosaic's centre, as a share of the input side (every tile at least a quarter wide)."""
+"""Range of the mosaic's centre, as a share of the input's width and height (every tile at least a quarter wide)."""
 MOSAIC_ZOOM = (0.5, 1.0)
 """Zoom of each mosaic tile's image relative to its letterbox scale (log-uniform)."""
 
 
-def mosaic(records: Sequence[Record], size: int, rng: np.random.Generator, opts: AugmentOptions) -> Rendered:
-    """Four images in one ``size`` x ``size`` input, one per corner around a random centre.
+def mosaic(records: Sequence[Record], size: InputSize, rng: np.random.Generator, opts: AugmentOptions) -> Rendered:
+    """Four images in one input of ``size`` (a side, or ``(width, height)``), one per corner around a
+    random centre.
 
     Each image is rendered with every label into its own tile (:func:`model.data.render`, so objects
     cut by the tile's edge keep their visible part and are dropped below :data:`~model.data.MIN_VISIBLE`
@@ -108,19 +111,20 @@ def mosaic(records: Sequence[Record], size: int, rng: np.random.Generator, opts:
 
     Args:
         records: Four records with the same supervision.
-        size: Input side.
+        size: Input size.
         rng: Draws the centre, zooms, flips and colours.
         opts: Augmentation options (flip, colour changes).
 
     Returns:
         A :class:`~model.data.Rendered` whose labels lie inside the input, each mask inside its box.
     """
-    cx = int(rng.uniform(*MOSAIC_CENTRE) * size)
-    cy = int(rng.uniform(*MOSAIC_CENTRE) * size)
-    tiles = ((0, 0, cx, cy), (cx, 0, size - cx, cy), (0, cy, cx, size - cy), (cx, cy, size - cx, size - cy))
-    image = np.full((size, size, 3), PAD_VALUE, np.uint8)
-    sem = np.full((size, size), IGNORE, np.uint8)
-    ignore = np.zeros((size, size), bool)
+    sw, sh = input_wh(size)
+    cx = int(rng.uniform(*MOSAIC_CENTRE) * sw)
+    cy = int(rng.uniform(*MOSAIC_CENTRE) * sh)
+    tiles = ((0, 0, cx, cy), (cx, 0, sw - cx, cy), (0, cy, cx, sh - cy), (cx, cy, sw - cx, sh - cy))
+    image = np.full((sh, sw, 3), PAD_VALUE, np.uint8)
+    sem = np.full((sh, sw), IGNORE, np.uint8)
+    ignore = np.zeros((sh, sw), bool)
     boxes, cats, masks, valid = [], [], [], []
     mid = float(np.sqrt(opts.scale[0] * opts.scale[1]))
     for k, (rec, (x0, y0, w, h)) in enumerate(zip(records, tiles)):
@@ -136,7 +140,7 @@ def mosaic(records: Sequence[Record], size: int, rng: np.random.Generator, opts:
         image[y0 : y0 + h, x0 : x0 + w] = r.image
         sem[y0 : y0 + h, x0 : x0 + w] = r.semantic
         ignore[y0 : y0 + h, x0 : x0 + w] = r.ignore
-        full = np.zeros((len(r.categories), size, size), bool)
+        full = np.zeros((len(r.categories), sh, sw), bool)
         full[:, y0 : y0 + h, x0 : x0 + w] = r.masks
         boxes.append(r.boxes + np.array([x0, y0, x0, y0], np.float32))
         cats.append(r.categories)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocrnet_edge.runtime.contract import DEFAULT_STRIDES, THING_CLASSES
+from ocrnet_edge.runtime.contract import DEFAULT_STRIDES, THING_CLASSES, InputSize, input_wh, parse_size
 from ocrnet_edge.runtime.errors import InputError
 
 TASKS = ("detect", "semantic", "instance")
@@ -25,7 +25,9 @@ class ModelConfig:
     """Architecture of the shared-feature model.
 
     Attributes:
-        input_size: Square input side in pixels, a multiple of 32.
+        input_size: Input size: the side of a square input, or ``(width, height)`` for a rectangular one
+            (``416x320`` for a 4:3 camera, ``512x288`` for 16:9: letterboxing then pads little); each side
+            a multiple of 32, at least 64.
         backbone: ``compact`` (this project's MobileNetV2-like network: expansion 4, five stages),
             ``mobilenet_v2`` or ``mobilenet_v1`` (the Keras Applications / TF-Slim architectures, layer
             for layer, so published weights fit: see :mod:`model.pretrained`).
@@ -47,7 +49,7 @@ class ModelConfig:
         tasks: Which heads the graph holds (the fused model has all three).
     """
 
-    input_size: int = 320
+    input_size: InputSize = 320
     backbone: str = "compact"
     width: float = 1.0
     channel_divisor: int = 8
@@ -63,8 +65,10 @@ class ModelConfig:
     tasks: tuple[str, ...] = TASKS
 
     def __post_init__(self) -> None:
-        if self.input_size < 64 or self.input_size % 32:
-            raise InputError(f"input_size must be a multiple of 32, at least 64. Received: input_size={self.input_size}")
+        try:
+            object.__setattr__(self, "input_size", parse_size(self.input_size))
+        except InputError as e:
+            raise InputError(f"input_size: {e}") from None
         if not 0.0 < self.det_fraction < 1.0:
             raise InputError(f"det_fraction must lie strictly between 0 and 1. Received: {self.det_fraction}")
         if self.det_channels < 4 or self.seg_channels < 4:
@@ -117,7 +121,12 @@ class ModelConfig:
         """Classes of the semantic map: background, the thing classes, the region classes."""
         return ("background", *self.class_names, *self.stuff_names)
 
-    def with_size(self, size: int) -> ModelConfig:
+    @property
+    def input_wh(self) -> tuple[int, int]:
+        """``(width, height)`` of the input."""
+        return input_wh(self.input_size)
+
+    def with_size(self, size: InputSize) -> ModelConfig:
         """The same architecture at another input size (weights carry over unchanged)."""
         return dataclasses.replace(self, input_size=size)
 

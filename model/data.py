@@ -34,7 +34,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from ocrnet_edge.runtime.contract import SEMANTIC_CLASSES, THING_CLASSES
+from ocrnet_edge.runtime.contract import SEMANTIC_CLASSES, THING_CLASSES, InputSize, input_wh
 from ocrnet_edge.runtime.errors import InputError, OutputError
 from ocrnet_edge.runtime.io.rle import encode as encode_rle  # the one RLE encoder (equal to pycocotools')
 from ocrnet_edge.runtime.io.scenes import SceneOptions, draw_scene
@@ -159,7 +159,7 @@ class Placement:
         scale: Input pixels per image pixel (both axes).
         x: Left offset of the scaled image in input pixels (may be negative: cropped).
         y: Top offset.
-        size_w: Output width (the model input side).
+        size_w: Output width (the model input's).
         size_h: Output height.
         flip: Mirror left-right after placing.
     """
@@ -172,12 +172,13 @@ class Placement:
     flip: bool = False
 
     @staticmethod
-    def letterbox(width: int, height: int, size: int) -> Placement:
-        """What the runtime's letterbox does to a ``width`` x ``height`` frame."""
+    def letterbox(width: int, height: int, size: InputSize) -> Placement:
+        """What the runtime's letterbox does to a ``width`` x ``height`` frame, for an input of ``size``
+        (a side, or ``(width, height)``)."""
         from ocrnet_edge.runtime.preprocess import plan
 
         t = plan(width, height, size)
-        return Placement(t.scale_x, int(t.pad_x), int(t.pad_y), size, size)
+        return Placement(t.scale_x, int(t.pad_x), int(t.pad_y), *input_wh(size))
 
     def scaled_size(self, width: int, height: int) -> tuple[int, int]:
         return max(1, round(width * self.scale)), max(1, round(height * self.scale))
@@ -188,13 +189,13 @@ class Rendered:
     """A record rendered at the model input.
 
     Attributes:
-        image: (S, S, 3) uint8 RGB, or None when not asked for.
+        image: (H, W, 3) uint8 RGB, or None when not asked for.
         boxes: (I, 4) float32 visible boxes in input pixels.
         categories: (I,) int32.
-        masks: (I, S, S) bool.
+        masks: (I, H, W) bool.
         mask_valid: (I,) bool: the instance's mask is known.
-        semantic: (S, S) uint8 semantic ids, :data:`IGNORE` where unlabelled.
-        ignore: (S, S) bool crowd regions (no detection target either way).
+        semantic: (H, W) uint8 semantic ids, :data:`IGNORE` where unlabelled.
+        ignore: (H, W) bool crowd regions (no detection target either way).
     """
 
     image: np.ndarray | None
@@ -538,8 +539,9 @@ def holdout_split(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dat
     return ds.subset(train), replace(ds.subset(val), split=f"holdout {fraction:g} seed {seed}")
 
 
-def write_scenes(out: Path | str, count: int, seed: int, size: int = 320, progress: bool = True) -> Path:
-    """Generate ``count`` scenes with ``seed`` and write them as a COCO dataset folder.
+def write_scenes(out: Path | str, count: int, seed: int, size: InputSize = 320, progress: bool = True) -> Path:
+    """Generate ``count`` scenes with ``seed`` and write them as a COCO dataset folder, each image of
+    ``size`` (a side, or ``(width, height)``).
 
     The folder is built under a temporary name and renamed when complete, so an interrupted run
     leaves no half-written dataset.
@@ -557,7 +559,8 @@ def write_scenes(out: Path | str, count: int, seed: int, size: int = 320, progre
         (tmp / "semantic").mkdir()
     except OSError as e:
         raise OutputError(f"{out}: cannot create the dataset folder ({e.strerror})") from None
-    opts = SceneOptions(width=size, height=size)
+    width, height = input_wh(size)
+    opts = SceneOptions(width=width, height=height)
     images, anns = [], []
     for i in tqdm(range(count), desc=f"scenes seed={seed}", disable=not progress, unit="img"):
         scene = draw_scene((seed, i), opts)
@@ -565,7 +568,7 @@ def write_scenes(out: Path | str, count: int, seed: int, size: int = 320, progre
         cv2.imwrite(str(tmp / "images" / f"{stem}.jpg"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
                     [cv2.IMWRITE_JPEG_QUALITY, 95])
         cv2.imwrite(str(tmp / "semantic" / f"{stem}.png"), scene.semantic)
-        images.append({"id": i + 1, "file_name": f"{stem}.jpg", "width": size, "height": size})
+        images.append({"id": i + 1, "file_name": f"{stem}.jpg", "width": width, "height": height})
         for inst in scene.instances:
             x0, y0, x1, y1 = inst.box
             anns.append({

@@ -270,11 +270,11 @@ def per_class_table(metrics: dict, indent: str = "") -> str:
 
 def keras_outputs(net, dataset: Dataset, batch_size: int = 16) -> Iterator[tuple[Record, Mapping[str, np.ndarray], object]]:
     """Run a Keras model over a dataset: ``(record, outputs, transform)`` per image."""
-    size = net.input_shape[1]
+    h, w = net.input_shape[1:3]
     recs = dataset.records
     for i in range(0, len(recs), batch_size):
         chunk = recs[i : i + batch_size]
-        x = np.empty((len(chunk), size, size, 3), np.uint8)
+        x = np.empty((len(chunk), h, w, 3), np.uint8)
         transforms = [preprocess_into(r.image(), x[j]) for j, r in enumerate(chunk)]
         out = net(x.astype(np.float32), training=False)
         out = {k: np.asarray(v) for k, v in out.items()}

@@ -2,7 +2,7 @@
 
 Data flow (input ``S``, neck channels ``C``, ``D = C * det_fraction``)::
 
-    RGB uint8 pixels (1, S, S, 3)
+    RGB uint8 pixels (1, H, W, 3)
       -> PixelRescale
       -> MobileNetV2-style backbone (inverted residuals, ReLU6)     C2/4, C3/8, C4/16, C5/32
       -> FPN top-down neck                                          P3, P4, P5 with C channels
@@ -188,10 +188,10 @@ def build_ocrnet(cfg: ModelConfig = ModelConfig(), batch_size: int | None = None
 
     Returns:
         A functional ``keras.Model`` taking float RGB pixels in [0, 255] of shape
-        (B, S, S, 3) and returning a dict keyed by the names of :mod:`runtime.contract`.
+        (B, H, W, 3) and returning a dict keyed by the names of :mod:`runtime.contract`.
     """
-    s = cfg.input_size
-    inputs = keras.Input((s, s, 3), batch_size=batch_size, name="image")
+    w, h = cfg.input_wh
+    inputs = keras.Input((h, w, 3), batch_size=batch_size, name="image")
     x = PixelRescale(name="rescale")(inputs)
     c2, c3, c4, c5 = build_backbone(x, cfg.width, cfg.backbone, cfg.channel_divisor)
     pyramid = build_neck(c3, c4, c5, cfg.neck_channels)
@@ -240,14 +240,14 @@ def build_ocrnet(cfg: ModelConfig = ModelConfig(), batch_size: int | None = None
 
 def output_spec(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Expected output shapes (batch 1) of the model built from ``cfg``, keyed by output name."""
-    s, n, k = cfg.input_size, contract.num_locations(cfg.input_size, cfg.strides), cfg.num_protos
-    g = s // contract.SEG_STRIDE
+    n, k = contract.num_locations(cfg.input_size, cfg.strides), cfg.num_protos
+    gw, gh = (v // contract.SEG_STRIDE for v in cfg.input_wh)
     spec = {
         contract.DET_SCORES: (1, n, cfg.num_classes),
         contract.DET_BOXES: (1, n, 4),
         contract.DET_COEFFS: (1, n, k),
-        contract.SEG_LOGITS: (1, g, g, len(cfg.semantic_classes)),
-        contract.MASK_PROTOS: (1, g, g, k),
+        contract.SEG_LOGITS: (1, gh, gw, len(cfg.semantic_classes)),
+        contract.MASK_PROTOS: (1, gh, gw, k),
     }
     keep = set()
     if "detect" in cfg.tasks or "instance" in cfg.tasks:

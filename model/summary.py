@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ocrnet_edge.runtime.contract import InputSize, input_wh, parse_size, size_text
 from ocrnet_edge.runtime.errors import OutputError
 from ocrnet_edge.runtime.io.draw import colour, drawable
 
@@ -24,7 +25,7 @@ SIZE_BINS = ((0, 32), (32, 96), (96, 1 << 30))
 SIZE_NAMES = ("small (< 32 px)", "medium (32-96 px)", "large (> 96 px)")
 
 
-def summarize(path: Path | str, input_size: int = 320) -> dict:
+def summarize(path: Path | str, input_size: InputSize = 320) -> dict:
     """Read every split of a dataset (problems collected, not raised) and describe it.
 
     Returns:
@@ -44,7 +45,7 @@ def summarize(path: Path | str, input_size: int = 320) -> dict:
     return out
 
 
-def describe(ds: Dataset, input_size: int = 320) -> dict:
+def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
     """Counts of one split (see :func:`summarize`)."""
     inst = Counter()
     sizes = Counter()
@@ -56,7 +57,7 @@ def describe(ds: Dataset, input_size: int = 320) -> dict:
         crowd += len(r.crowd)
         if len(r.boxes):
             # Object side as the model sees it: sqrt(area) after the letterbox to the input size.
-            s = min(input_size / r.width, input_size / r.height)
+            s = min(input_wh(input_size)[0] / r.width, input_wh(input_size)[1] / r.height)
             side = np.sqrt(np.prod(r.boxes[:, 2:] - r.boxes[:, :2], axis=1)) * s
             for (lo, hi), name in zip(SIZE_BINS, SIZE_NAMES):
                 sizes[name] += int(((side >= lo) & (side < hi)).sum())
@@ -102,7 +103,7 @@ def format_summary(doc: dict) -> str:
             for n, c in d["instances"].items():
                 lines.append(f"    {n:<{width}}  {c}")
             sizes = ", ".join(f"{n}: {c}" for n, c in d["object_sizes_at_input"].items())
-            lines.append(f"  object sizes at a {d['input_size']} px input: {sizes}")
+            lines.append(f"  object sizes at a {size_text(parse_size(d['input_size'], 1, 1))} px input: {sizes}")
         if d.get("region_classes_in_images"):
             lines.append("  images showing each region class: "
                          + ", ".join(f"{n}: {c}" for n, c in d["region_classes_in_images"].items()))
@@ -123,7 +124,8 @@ def format_summary(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def write_preview(path: Path | str, out: Path | str, count: int = 16, input_size: int = 320, seed: int = 0) -> list[Path]:
+def write_preview(path: Path | str, out: Path | str, count: int = 16, input_size: InputSize = 320,
+                  seed: int = 0) -> list[Path]:
     """Draw the labels over ``count`` sampled images of the training split, letterboxed to the input size as
     training sees them (boxes with class names, masks tinted, label maps blended, ignored areas hatched).
 
@@ -153,10 +155,10 @@ def write_preview(path: Path | str, out: Path | str, count: int = 16, input_size
             tint = lut[sem]
             img[fg] = (0.55 * img[fg] + 0.45 * tint[fg]).astype(np.uint8)
         if r.supervision.semantic:  # ignored pixels (crowd, objects without a mask) hatched
-            hatch = (sem == IGNORE) & (np.add.outer(np.arange(input_size), np.arange(input_size)) % 8 == 0)
+            hatch = (sem == IGNORE) & (np.add.outer(*(np.arange(n) for n in sem.shape)) % 8 == 0)
             img[hatch & (rend.image != 114).any(axis=2)] = (255, 255, 255)
         kinds = "+".join(r.supervision.tasks()) or "no labels"
-        cv2.putText(img, kinds, (3, input_size - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(img, kinds, (3, img.shape[0] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
         for c, b, m, ok in zip(rend.categories, rend.boxes, rend.masks, rend.mask_valid):
             col = colour(int(c) + 1)
             if ok:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ocrnet_edge.runtime.contract import SEG_STRIDE
+from ocrnet_edge.runtime.contract import SEG_STRIDE, InputSize, input_wh
 from ocrnet_edge.runtime.decode.detect import anchor_points
 
 CENTER_RADIUS = 1.5
@@ -53,12 +53,12 @@ def _owners(ok: np.ndarray, boxes: np.ndarray, centres: np.ndarray, st: np.ndarr
     return owner
 
 
-def assign(boxes: np.ndarray, size: int, strides: tuple[int, ...]) -> np.ndarray:
+def assign(boxes: np.ndarray, size: InputSize, strides: tuple[int, ...]) -> np.ndarray:
     """Index of the object each location learns from, or -1.
 
     Args:
         boxes: (G, 4) x0, y0, x1, y1 in input pixels.
-        size: Input side.
+        size: Input size: a side, or ``(width, height)``.
         strides: Pyramid strides.
 
     Returns:
@@ -82,7 +82,7 @@ def assign(boxes: np.ndarray, size: int, strides: tuple[int, ...]) -> np.ndarray
     return _owners(ok, boxes, centres, st)
 
 
-def candidates(boxes: np.ndarray, size: int, strides: tuple[int, ...],
+def candidates(boxes: np.ndarray, size: InputSize, strides: tuple[int, ...],
                radius: float = TAL_CENTER_RADIUS) -> np.ndarray:
     """Index of the object each location is a task-aligned candidate of, or -1.
 
@@ -93,7 +93,7 @@ def candidates(boxes: np.ndarray, size: int, strides: tuple[int, ...],
 
     Args:
         boxes: (G, 4) x0, y0, x1, y1 in input pixels.
-        size: Input side.
+        size: Input size: a side, or ``(width, height)``.
         strides: Pyramid strides.
         radius: Distance to the box centre, in strides of the location's level.
 
@@ -154,7 +154,7 @@ def image_targets(
     categories: np.ndarray,
     masks: np.ndarray,
     semantic: np.ndarray,
-    size: int,
+    size: InputSize,
     strides: tuple[int, ...],
     max_mask_samples: int,
     rng: np.random.Generator,
@@ -167,12 +167,12 @@ def image_targets(
 
     Args:
         boxes, categories, masks: The image's objects at the input size.
-        semantic: (S, S) semantic ids, 255 where nothing is taught.
-        size, strides: Input side and pyramid strides.
+        semantic: (H, W) semantic ids, 255 where nothing is taught.
+        size, strides: Input size (a side, or ``(width, height)``) and pyramid strides.
         max_mask_samples: Positive locations that get a mask loss.
         rng: Sampling of those locations.
         mask_valid: (I,) which objects have a mask (default: all).
-        ignore: (S, S) crowd regions: their locations are neither positive nor negative.
+        ignore: (H, W) crowd regions: their locations are neither positive nor negative.
         has_boxes: The image's boxes are complete; without them detection learns nothing here.
         assigner: ``fcos``: the static assignment above teaches detection and places the mask samples.
             ``tal``: the same, plus the image's objects for the in-graph task-aligned assigner
@@ -184,7 +184,7 @@ def image_targets(
         ``box_target`` (N, 4) float32 pixels; ``mask_loc`` (P,) int32 sampled positive locations;
         ``mask_target`` (P, h, w) float32 coverage of their object at prototype resolution;
         ``mask_box`` (P, 4) float32 object box in prototype cells; ``mask_weight`` (P,) float32 (0 for
-        padding); ``semantic`` (S, S) int32 (255 ignored). With ``tal`` also ``gt_boxes`` (G, 4) float32
+        padding); ``semantic`` (H, W) int32 (255 ignored). With ``tal`` also ``gt_boxes`` (G, 4) float32
         pixels and ``gt_labels`` (G,) int32 (-1 for padding), G = :data:`MAX_OBJECTS`.
 
     Raises:
@@ -199,8 +199,8 @@ def image_targets(
     cls_label = np.where(pos, categories[np.maximum(owner, 0)] if len(boxes) else -1, -1).astype(np.int32)
     cls_weight = np.full(n_loc, 1.0 if has_boxes else 0.0, np.float32)
     if ignore is not None and has_boxes and ignore.any():
-        cx = np.clip(centres[:, 0].astype(np.int64), 0, size - 1)
-        cy = np.clip(centres[:, 1].astype(np.int64), 0, size - 1)
+        cx = np.clip(centres[:, 0].astype(np.int64), 0, ignore.shape[1] - 1)
+        cy = np.clip(centres[:, 1].astype(np.int64), 0, ignore.shape[0] - 1)
         cls_weight[ignore[cy, cx] & ~pos] = 0.0
     box_target = np.zeros((n_loc, 4), np.float32)
     if len(boxes):
@@ -215,10 +215,10 @@ def image_targets(
         else:
             gt_boxes, gt_labels, _ = padded_objects(boxes[:0], categories[:0], centres)
         extra = {"gt_boxes": gt_boxes, "gt_labels": gt_labels}
-    g = size // SEG_STRIDE
+    gw, gh = (v // SEG_STRIDE for v in input_wh(size))
     p = max_mask_samples
     mask_loc = np.zeros(p, np.int32)
-    mask_target = np.zeros((p, g, g), np.float32)
+    mask_target = np.zeros((p, gh, gw), np.float32)
     mask_box = np.zeros((p, 4), np.float32)
     mask_weight = np.zeros(p, np.float32)
     valid = np.ones(len(boxes), bool) if mask_valid is None else np.asarray(mask_valid, bool)

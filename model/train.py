@@ -28,6 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ocrnet_edge.runtime.contract import InputSize
 from ocrnet_edge.runtime.decode.detect import anchor_points
 from ocrnet_edge.runtime.errors import InputError, OutputError
 
@@ -187,7 +188,7 @@ class Batches(keras.utils.PyDataset):
         y = {k: np.stack([t[k] for t in ys]) for k in ys[0]}
         return x, y
 
-    def _render(self, rec: Record, size: int, rng: np.random.Generator, augment: AugmentOptions) -> Rendered:
+    def _render(self, rec: Record, size: InputSize, rng: np.random.Generator, augment: AugmentOptions) -> Rendered:
         """One training image: mosaic and copy-paste with their shares (augmentation on), else placed alone."""
         cfg = self.cfg
         if augment.enabled and cfg.mosaic and rng.random() < cfg.mosaic:
@@ -202,12 +203,12 @@ class Batches(keras.utils.PyDataset):
         return r
 
 
-def prepare_record(record: Record, size: int, rng: np.random.Generator | None = None,
+def prepare_record(record: Record, size: InputSize, rng: np.random.Generator | None = None,
                    augment: AugmentOptions | None = None) -> Rendered:
     """A record rendered at the model input: the runtime's letterbox, or an augmented placement.
 
     Returns:
-        A :class:`~model.data.Rendered` with the image (S, S, 3) uint8 and every label at the input.
+        A :class:`~model.data.Rendered` with the image (H, W, 3) uint8 and every label at the input.
     """
     augment = augment or AugmentOptions(enabled=False, flip=False)
     rng = rng if rng is not None else np.random.default_rng(0)
@@ -605,7 +606,7 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
           + (f"; {', '.join(recipe)}" if recipe else ""))
     backbone_vars = backbone_variables(trainer.net, cfg.model) if cfg.pretrained else []
     trainer.compile(optimizer=_optimizer(cfg, schedule, backbone_vars))
-    trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
+    trainer.build((None, cfg.model.input_wh[1], cfg.model.input_wh[0], 3))
     # Built here, eagerly, the optimizer's variables are not created while the training step is traced,
     # which took longer than the whole build (measured: a tiny model's first fit 35.6 s, 18.6 s built first,
     # the same weights after). A resumed run then gets its moments, step count and average back from the

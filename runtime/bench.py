@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import contract
+
 STAGES = ("source", "preprocess", "invoke", "decode", "sink", "total")
 SCHEMA_VERSION = "ocrnet-edge-bench/1"
 
@@ -140,7 +142,7 @@ def bench_one(cfg: BenchConfig) -> dict:
     peak = peak_rss_mb()
     gpu = round(gpu_mb, 1) if gpu_mb is not None else None
     return {
-        "config": asdict(cfg), "ok": True, "input_size": size, "stages_ms": stages,
+        "config": asdict(cfg), "ok": True, "input_size": contract.size_json(size), "stages_ms": stages,
         "fps": round(cfg.frames / total_s, 2) if total_s else None,
         # The budget counts GPU memory too where the GPU shares the board's DRAM (a Jetson): see MemoryFigures.
         "memory_mb": {"after_import": round(after_import, 1), "after_load": round(after_load, 1),

@@ -50,7 +50,8 @@ class ModelCard:
 
     Attributes:
         name: Model name.
-        input_size: Square input side in pixels.
+        input_size: Input size: the side of a square input, or ``(width, height)`` (the card's
+            ``input.size``: ``320`` or ``[416, 320]``).
         resize: ``letterbox`` or ``stretch``.
         colour_order: Channel order the model expects (``rgb`` or ``bgr``).
         outputs: Outputs by name.
@@ -63,7 +64,7 @@ class ModelCard:
     """
 
     name: str
-    input_size: int
+    input_size: contract.InputSize
     resize: str
     colour_order: str
     outputs: dict[str, OutputSpec]
@@ -123,8 +124,11 @@ def parse_card(doc: Any, where: str = "card") -> ModelCard:
     if unknown:
         raise _fail(where, f"unknown input keys {unknown}")
     size = inp.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 4096:
-        raise _fail(where, f"input.size must be an integer in [16, 4096]. Received: {size!r}")
+    sides = [size] if isinstance(size, int) else size if isinstance(size, list) and len(size) == 2 else None
+    if sides is None or not all(isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 4096 for v in sides):
+        raise _fail(where, "input.size must be an integer in [16, 4096] (a square input) or [width, height]. "
+                           f"Received: {size!r}")
+    size = contract.input_size(sides[0], sides[-1])
     resize = inp.get("resize", "letterbox")
     if resize not in RESIZE_MODES:
         raise _fail(where, f"input.resize must be one of {RESIZE_MODES}. Received: {resize!r}")

@@ -132,10 +132,11 @@ class Engine:
         self.decode_options = options.decode or DecodeOptions.merged(card.decode, **dict(options.decode_overrides))
         self._bind()
         shape = backend.input_shape
-        if len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2] or shape[3] != 3:
-            raise ModelError(f"{path}: expected a (1, S, S, 3) image input. Received: {shape}")
-        if shape[1] != card.input_size:
-            raise ModelError(f"{path}: the card says input size {card.input_size} but the model takes {shape[1]}")
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise ModelError(f"{path}: expected a (1, H, W, 3) image input. Received: {shape}")
+        if contract.input_size(shape[2], shape[1]) != card.input_size:
+            raise ModelError(f"{path}: the card says input size {contract.size_text(card.input_size)} but the model "
+                             f"takes {contract.size_text(contract.input_size(shape[2], shape[1]))} (width x height)")
 
     @classmethod
     def open(cls, path: Path | str, card: Path | str | ModelCard | None = None,
@@ -216,8 +217,8 @@ class Engine:
         self.quants = {role: b.output_quant(role) for role in index}
 
     @property
-    def input_size(self) -> int:
-        """Model input side in pixels."""
+    def input_size(self) -> contract.InputSize:
+        """Model input size: a side, or ``(width, height)``."""
         return self.card.input_size
 
     def process(self, frame: np.ndarray) -> FrameResult:

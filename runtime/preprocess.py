@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .contract import InputSize, input_size, input_wh
+
 PAD_VALUE = 114
 """Grey of the letterbox bars (the value most detectors' preprocessing uses)."""
 
@@ -30,7 +32,7 @@ class Transform:
         pad_y: Top padding in input pixels.
         frame_w: Frame width in pixels.
         frame_h: Frame height in pixels.
-        input_size: Model input side in pixels.
+        input_size: Model input size: a side, or ``(width, height)``.
     """
 
     scale_x: float
@@ -39,7 +41,7 @@ class Transform:
     pad_y: float
     frame_w: int
     frame_h: int
-    input_size: int
+    input_size: InputSize
 
     def boxes_to_frame(self, boxes: np.ndarray) -> np.ndarray:
         """(D, 4) x0, y0, x1, y1 in input pixels to frame pixels, clipped to the frame."""
@@ -67,14 +69,16 @@ class Transform:
         )
 
 
-def plan(frame_w: int, frame_h: int, size: int, mode: str = "letterbox") -> Transform:
-    """The transform that :func:`preprocess_into` applies to a ``frame_w`` x ``frame_h`` frame."""
+def plan(frame_w: int, frame_h: int, size: InputSize, mode: str = "letterbox") -> Transform:
+    """The transform that :func:`preprocess_into` applies to a ``frame_w`` x ``frame_h`` frame for an
+    input of ``size`` (a side, or ``(width, height)``)."""
+    iw, ih = input_wh(size)
     if mode == "letterbox":
-        s = min(size / frame_w, size / frame_h)
+        s = min(iw / frame_w, ih / frame_h)
         nw, nh = max(1, round(frame_w * s)), max(1, round(frame_h * s))
-        return Transform(nw / frame_w, nh / frame_h, (size - nw) // 2, (size - nh) // 2, frame_w, frame_h, size)
+        return Transform(nw / frame_w, nh / frame_h, (iw - nw) // 2, (ih - nh) // 2, frame_w, frame_h, size)
     if mode == "stretch":
-        return Transform(size / frame_w, size / frame_h, 0, 0, frame_w, frame_h, size)
+        return Transform(iw / frame_w, ih / frame_h, 0, 0, frame_w, frame_h, size)
     raise ValueError(f"resize mode must be one of {RESIZE_MODES}. Received: {mode!r}")
 
 
@@ -89,7 +93,8 @@ def preprocess_into(
 
     Args:
         frame: (H, W, 3) uint8 image in ``frame_order``.
-        out: (S, S, 3) or (1, S, S, 3) buffer to fill (uint8 or float32); written in place.
+        out: (H, W, 3) or (1, H, W, 3) buffer to fill (uint8 or float32); written in place; its shape
+            is the model input size.
         mode: ``letterbox`` (keep aspect, grey bars) or ``stretch``.
         frame_order: Channel order of ``frame`` (``rgb``; OpenCV captures give ``bgr``).
         model_order: Channel order the model expects.
@@ -100,9 +105,9 @@ def preprocess_into(
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"Expected an (H, W, 3) uint8 frame. Received: shape={frame.shape}, dtype={frame.dtype}")
     dst = out[0] if out.ndim == 4 else out
-    size = dst.shape[0]
+    ih, iw = dst.shape[:2]
     h, w = frame.shape[:2]
-    t = plan(w, h, size, mode)
+    t = plan(w, h, input_size(iw, ih), mode)
     nw, nh = round(w * t.scale_x), round(h * t.scale_y)
     px, py = int(t.pad_x), int(t.pad_y)
     region = dst[py : py + nh, px : px + nw]
@@ -113,7 +118,7 @@ def preprocess_into(
         region[...] = frame if (nw, nh) == (w, h) else cv2.resize(frame, (nw, nh), interpolation=interp)
     if frame_order != model_order:
         region[...] = region[..., ::-1]
-    if mode == "letterbox" and (nw, nh) != (size, size):
+    if mode == "letterbox" and (nw, nh) != (iw, ih):
         dst[:py] = PAD_VALUE
         dst[py + nh :] = PAD_VALUE
         dst[py : py + nh, :px] = PAD_VALUE

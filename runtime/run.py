@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import contract
 from .card import ModelCard
 from .engine import Engine, EngineOptions
 from .errors import OcrnetError
@@ -147,14 +148,15 @@ def check_budget(engine: Engine, board: Board, after_import: float) -> MemoryFig
         MemoryBudgetError: One line with the figures and the smaller input size to use.
     """
     after_load = rss_mb()
-    size = engine.input_size
-    engine.process(np.zeros((size, size, 3), np.uint8))  # XNNPACK packs weights on the first invoke
+    w, h = contract.input_wh(engine.input_size)
+    engine.process(np.zeros((h, w, 3), np.uint8))  # XNNPACK packs weights on the first invoke
     gpu_mb, shared = device_memory(engine)
     figures = MemoryFigures(after_import, after_load, rss_mb(), peak_rss_mb(), float(board.memory_budget_mb),
                             emulated(), gpu_mb, shared)
     if figures.counted > board.memory_budget_mb and not figures.emulated:
-        smaller = [s for s in board.sizes if s < size]
-        hint = f"convert at --size {max(smaller)}" if smaller else "use a smaller model (lower --width when training)"
+        smaller = sorted((s for s in board.sizes if contract.input_area(s) < w * h), key=contract.input_area)
+        hint = (f"convert at --size {contract.size_text(smaller[-1])}" if smaller
+                else "use a smaller model (lower --width when training)")
         gpu_part = f" with {gpu_mb:.0f} MB on the GPU, which shares the board's memory" if shared and gpu_mb else ""
         raise MemoryBudgetError(
             f"the model needs {figures.counted:.0f} MB{gpu_part} (after import {after_import:.0f}, after loading "

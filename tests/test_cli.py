@@ -95,11 +95,17 @@ def test_every_user_error_is_one_line(argv, code, message, converted, roomy_boar
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 
 
-@pytest.mark.parametrize("argv", [["bench", "m.tflite", "--sizes", "3x0"], ["bench", "m.tflite", "--threads", "two"]])
-def test_list_arguments_are_usage_errors(argv, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "m.tflite", "--sizes", "320,3x0"], "each side of the input size must be a multiple of 32"),
+    (["bench", "m.tflite", "--sizes", "320;416"], "width x height (416x320)"),
+    (["train", "--data", "d", "--out", "o", "--size", "416x300"], "multiple of 32"),
+    (["convert", "m.keras", "--out", "o", "--size", "big"], "width x height (416x320)"),
+    (["bench", "m.tflite", "--threads", "two"], "expected comma-separated positive integers"),
+])
+def test_list_arguments_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
-    assert e.value.code == errors.EXIT_USAGE and "expected comma-separated positive integers" in capsys.readouterr().err
+    assert e.value.code == errors.EXIT_USAGE and message in capsys.readouterr().err
 
 
 def test_one_override_keeps_the_cards_other_decode_settings(converted):

@@ -14,7 +14,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from ..contract import DEFAULT_STRIDES
+from ..contract import DEFAULT_STRIDES, InputSize, input_wh, size_text
 from ..errors import InputError
 from ..quant import FLOAT, Quant
 
@@ -79,19 +79,24 @@ class RawDetections:
         return len(self.scores)
 
 
-@lru_cache(maxsize=8)
-def anchor_points(size: int, strides: tuple[int, ...] = DEFAULT_STRIDES) -> tuple[np.ndarray, np.ndarray]:
-    """Centres and strides of every detection location, in the order of the model's outputs.
+def anchor_points(size: InputSize, strides: tuple[int, ...] = DEFAULT_STRIDES) -> tuple[np.ndarray, np.ndarray]:
+    """Centres and strides of every detection location, in the order of the model's outputs, for an
+    input of ``size`` (a side, or ``(width, height)``).
 
     Returns:
         ``(centres, strides)``: (N, 2) float32 x, y in input pixels and (N,) float32.
     """
+    return _anchor_points(input_wh(size), tuple(strides))
+
+
+@lru_cache(maxsize=8)
+def _anchor_points(wh: tuple[int, int], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    w, h = wh
     centres, per_loc = [], []
     for s in strides:
-        g = size // s
-        ys, xs = np.mgrid[0:g, 0:g]
+        ys, xs = np.mgrid[0 : h // s, 0 : w // s]
         centres.append(np.stack([(xs.ravel() + 0.5) * s, (ys.ravel() + 0.5) * s], axis=1))
-        per_loc.append(np.full(g * g, s, np.float32))
+        per_loc.append(np.full(xs.size, s, np.float32))
     c, st = np.concatenate(centres).astype(np.float32), np.concatenate(per_loc)
     c.setflags(write=False)
     st.setflags(write=False)
@@ -107,7 +112,7 @@ def distances_to_boxes(dist: np.ndarray, centres: np.ndarray, strides: np.ndarra
 def decode_detections(
     scores: np.ndarray,
     boxes: np.ndarray,
-    input_size: int,
+    input_size: InputSize,
     options: DecodeOptions = DecodeOptions(),
     scores_quant: Quant = FLOAT,
     boxes_quant: Quant = FLOAT,
@@ -118,7 +123,7 @@ def decode_detections(
     Args:
         scores: (N, C) or (1, N, C) class probabilities, raw (quantized) or float.
         boxes: (N, 4) or (1, N, 4) distances in stride units, raw or float.
-        input_size: Model input side in pixels.
+        input_size: Model input size: a side, or ``(width, height)``.
         options: Thresholds and caps.
         scores_quant: Quantization of ``scores`` (``FLOAT`` for a float model).
         boxes_quant: Quantization of ``boxes``.
@@ -132,7 +137,7 @@ def decode_detections(
     centres, loc_strides = anchor_points(input_size, tuple(strides))
     if len(centres) != len(scores) or len(scores) != len(boxes):
         raise ValueError(
-            f"Expected {len(centres)} locations for input {input_size} and strides {tuple(strides)}. "
+            f"Expected {len(centres)} locations for input {size_text(input_size)} and strides {tuple(strides)}. "
             f"Received: scores {scores.shape}, boxes {boxes.shape}"
         )
     t = scores_quant.threshold(options.score_threshold, scores.dtype)
@@ -145,7 +150,9 @@ def decode_detections(
         loc, cls, raw = loc[top], cls[top], raw[top]
     conf = scores_quant.dequantize(raw)
     xyxy = distances_to_boxes(boxes_quant.dequantize(boxes[loc]), centres[loc], loc_strides[loc])
-    np.clip(xyxy, 0, input_size, out=xyxy)
+    w, h = input_wh(input_size)
+    np.clip(xyxy[:, 0::2], 0, w, out=xyxy[:, 0::2])
+    np.clip(xyxy[:, 1::2], 0, h, out=xyxy[:, 1::2])
     wh = xyxy[:, 2:] - xyxy[:, :2]
     ok = (wh > 0).all(axis=1)
     if not ok.all():

@@ -84,7 +84,7 @@ def decode_outputs(
         logits = np.array(outputs[SEG_LABELS]).reshape(outputs[SEG_LABELS].shape[-2:])
         semantic = logits.astype(np.uint8)
         is_labels = True
-        map_stride = size / semantic.shape[0]
+        map_stride = contract.input_wh(size)[1] / semantic.shape[0]
     return FrameResult(
         detections=dets, semantic=semantic, transform=transform,
         _seg_logits=logits, _seg_quant=q.get(contract.SEG_LOGITS, FLOAT), _seg_stride=map_stride,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from ..contract import InputSize, parse_size
 from ..errors import InputError
 from ..precision import DEFAULT_PRECISION, PRECISIONS
 
@@ -35,8 +36,9 @@ class Board:
         memory_budget_mb: Most resident memory this process may use (what the OS and camera stack leave).
         threads: Interpreter threads.
         backends: Backends to try, in order (``edgetpu``, ``cpu``, ``onnxruntime``, ``tensorrt``).
-        input_size: Model input size to convert and run at.
-        sizes: Input sizes a benchmark sweeps.
+        input_size: Model input size to convert and run at: a side (``320``), or ``416x320`` (width x
+            height) in the file, ``(416, 320)`` here.
+        sizes: Input sizes a benchmark sweeps (each as ``input_size``).
         camera: Default camera source string.
         camera_width: Capture width.
         camera_height: Capture height.
@@ -54,8 +56,8 @@ class Board:
     memory_budget_mb: int
     threads: int
     backends: tuple[str, ...]
-    input_size: int
-    sizes: tuple[int, ...]
+    input_size: InputSize
+    sizes: tuple[InputSize, ...]
     camera: str
     camera_width: int
     camera_height: int
@@ -87,6 +89,22 @@ def _scalar(path: Path, node, key: str, kind: str):
     return value
 
 
+def _sizes(path: Path, node, key: str) -> InputSize | tuple[InputSize, ...]:
+    """``input_size`` (one size) or ``sizes`` (a list): each ``320`` or ``416x320`` (width x height)."""
+    nodes = node.value if key == "sizes" and isinstance(node, yaml.SequenceNode) else [node]
+    if key == "sizes" and (not isinstance(node, yaml.SequenceNode) or not nodes):
+        raise _err(path, node, "sizes must be a non-empty list of input sizes (320 or 416x320)")
+    out = []
+    for n in nodes:
+        if not isinstance(n, yaml.ScalarNode):
+            raise _err(path, n, f"{key}: an input size is 320 or 416x320 (width x height)")
+        try:
+            out.append(parse_size(yaml.safe_load(yaml.serialize(n))))
+        except InputError as e:
+            raise _err(path, n, f"{key}: {e}") from None
+    return tuple(out) if key == "sizes" else out[0]
+
+
 def parse_board(text: str, path: Path) -> Board:
     """Parse one board document strictly."""
     try:
@@ -106,7 +124,9 @@ def parse_board(text: str, path: Path) -> Board:
         if key in values and key != "name":
             raise _err(path, knode, f"duplicate key {key!r}")
         t = _TYPES[key]
-        if t in ("tuple[str, ...]", "tuple[int, ...]"):
+        if key in ("input_size", "sizes"):
+            values[key] = _sizes(path, vnode, key)
+        elif t in ("tuple[str, ...]", "tuple[int, ...]"):
             kind = "str" if "str" in t else "int"
             if not isinstance(vnode, yaml.SequenceNode) or not vnode.value:
                 raise _err(path, vnode, f"{key} must be a non-empty list of {kind}s")
@@ -125,10 +145,6 @@ def parse_board(text: str, path: Path) -> Board:
                 raise _err(path, vnode, f"precision lists a value twice. Received: {list(values[key])}")
         if t == "int" and values[key] <= 0:
             raise _err(path, vnode, f"{key} must be positive. Received: {values[key]}")
-        if key in ("input_size", "sizes"):
-            sizes = values[key] if isinstance(values[key], tuple) else (values[key],)
-            if any(s % 32 for s in sizes):
-                raise _err(path, vnode, f"{key} must be multiples of 32. Received: {values[key]}")
     missing = sorted(set(_TYPES) - set(values) - set(OPTIONAL))
     if missing:
         raise _err(path, root, f"missing fields {missing}")

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ..backends import BACKENDS
+from ..contract import size_text
 from ..io.sources import gstreamer_available, picamera2_available
 from .boards import detect_board, detected_model_string, load_board
 
@@ -71,7 +72,7 @@ def report(board: str = "auto") -> str:
     model = detected_model_string()
     if model:
         lines.append(f"device tree: {model}")
-    lines.append(f"budget: {chosen.memory_budget_mb} MB, threads {chosen.threads}, input {chosen.input_size}, "
+    lines.append(f"budget: {chosen.memory_budget_mb} MB, threads {chosen.threads}, input {size_text(chosen.input_size)}, "
                  f"backends {', '.join(chosen.backends)}, GPU precision {', '.join(chosen.precision)}")
     lines.append("backends:")
     for name, cls in BACKENDS.items():
