@@ -167,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(model, **model_kw), **train_kw)
     chosen = (args.backbone, args.width, args.pretrained, args.size_preset, args.config, args.init)
     path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1,
-                 defaults=all(v is None for v in chosen))
+                 defaults=all(v is None for v in chosen), auto_size=args.size is None and args.config is None)
     print(f"model: {path}")
     return 0
 
@@ -280,14 +280,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from ocrnet_edge.convert.pipeline import ConvertOptions, convert_model
 
     quiet_tensorflow()
-    size = args.size
+    board_size = None
     edgetpu = args.edgetpu
     opset = args.opset
     if args.board:
         from ocrnet_edge.runtime.system.boards import load_board
 
         board = load_board(args.board)
-        size = size or board.input_size
+        board_size = board.input_size
         edgetpu = edgetpu or board.prefers_edgetpu
         if opset is None and board.name == "jetson-nano":
             opset = NANO_ONNX_OPSET
@@ -295,7 +295,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from ocrnet_edge.convert.onnx_export import require_onnx
 
         require_onnx()  # before minutes of TFLite conversion
-    opts = ConvertOptions(size=size, calib=args.calib, min_calib=args.min_calib, val=args.val,
+    opts = ConvertOptions(size=args.size, board_size=board_size, calib=args.calib, min_calib=args.min_calib, val=args.val,
                           heldout_images=args.heldout_images, gate=not args.no_gate, max_drop=args.max_drop,
                           skip_bad=args.skip_bad,
                           edgetpu=edgetpu, name=args.name, progress=not args.quiet, onnx=args.onnx,
@@ -591,7 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib", type=Path, help="calibration image folder (default: images of the model's training "
                    "data; calibration_data/ for generated-scene models)")
     c.add_argument("--min-calib", type=int, default=100, help="fewest usable calibration images accepted")
-    c.add_argument("--board", help="take the input size and the Edge TPU choice from a board profile")
+    c.add_argument("--board", help="take the input size (for a square model; one trained rectangular keeps its "
+                   "shape) and the Edge TPU choice from a board profile")
     c.add_argument("--edgetpu", action="store_true", help="compile for the Edge TPU (needs edgetpu_compiler)")
     c.add_argument("--val", type=Path, help="labelled dataset for the fidelity gate (default: the model's "
                    "validation data; generated scenes for generated-scene models)")

@@ -48,7 +48,10 @@ class ConvertOptions:
 
     Attributes:
         size: Export input size, a side or ``(width, height)``, each a multiple of 32; None keeps the
-            model's.
+            model's (or takes ``board_size``).
+        board_size: The board profile's input size (``convert --board``), taken when ``size`` is None and
+            the model's input is square; a model trained rectangular keeps its shape (a square would letterbox
+            its camera's frames with the bars it was shaped to avoid).
         calib: Calibration image folder; None: images sampled from the dataset the model was trained on
             (recorded in the model), or the bundled ``calibration_data/`` for a model trained on
             generated scenes.
@@ -72,6 +75,7 @@ class ConvertOptions:
     """
 
     size: InputSize | None = None
+    board_size: InputSize | None = None
     calib: Path | None = None
     min_calib: int = calibration.MIN_IMAGES
     val: Path | None = None
@@ -206,6 +210,8 @@ def _load(model_path: Path, options: ConvertOptions) -> tuple[object, ModelConfi
     _check_contract(net, cfg, model_path)
     if options.size is not None:
         cfg = cfg.with_size(options.size)
+    elif options.board_size is not None and isinstance(cfg.input_size, int):
+        cfg = cfg.with_size(options.board_size)
     return net, cfg, load_data_record(model_path)
 
 

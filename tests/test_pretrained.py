@@ -368,18 +368,20 @@ def test_a_missing_pretrained_file_names_the_bundled_ones():
         load_pretrained(build_ocrnet(cfg), cfg, "nowhere.tflite")
 
 
-@pytest.mark.parametrize(("extra", "defaults"), [
-    ([], True),
-    (["--backbone", "compact"], False),
-    (["--size-preset", "n"], False),
-    (["--pretrained", "none"], False),
-    (["--steps", "5", "--size", "256"], True),
+@pytest.mark.parametrize(("extra", "defaults", "auto_size"), [
+    ([], True, True),
+    (["--backbone", "compact"], False, True),
+    (["--size-preset", "n"], False, True),
+    (["--pretrained", "none"], False, True),
+    (["--steps", "5", "--size", "256"], True, False),
+    (["--size", "384x288"], True, False),
 ])
-def test_train_takes_the_photo_defaults_only_when_no_model_is_chosen(monkeypatch, tmp_path, extra, defaults):
+def test_train_takes_the_photo_defaults_only_when_no_model_is_chosen(monkeypatch, tmp_path, extra, defaults,
+                                                                     auto_size):
     import ocrnet_edge.model.train as train_module
     from ocrnet_edge.cli import main
 
     seen = {}
     monkeypatch.setattr(train_module, "train", lambda *a, **kw: seen.update(kw) or tmp_path / "model.keras")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *extra]) == 0
-    assert seen["defaults"] is defaults
+    assert seen["defaults"] is defaults and seen["auto_size"] is auto_size

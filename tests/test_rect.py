@@ -118,6 +118,40 @@ def test_model_config_keeps_a_size_canonical_and_refuses_bad_ones():
         ModelConfig(input_size=(416, 300))
 
 
+@pytest.mark.parametrize("sizes, side, want", [
+    ([(640, 480)] * 9 + [(480, 640)], 320, (384, 288)),  # a 4:3 camera (BCCD), one photo turned
+    ([(1280, 720)] * 5, 320, (448, 256)),
+    ([(1920, 1080)] * 5, 416, (576, 320)),
+    ([(600, 400)] * 5, 320, (384, 256)),
+    ([(480, 640)] * 5, 320, (288, 384)),  # portrait phone photos
+    ([(640, 480)] * 5, 256, (288, 224)),
+    ([(500, 480)] * 5, 320, 320),  # about square already
+    ([(640, 480), (480, 640), (500, 500), (800, 533), (300, 400)], 320, 320),  # mixed (kangaroo, Penn-Fudan)
+    ([], 320, 320),
+])
+def test_input_is_shaped_after_photos_of_one_aspect_at_the_squares_cost(sizes, side, want):
+    from ocrnet_edge.model.train import AREA_RANGE, aspect_input_size
+
+    got, why = aspect_input_size([w for w, _ in sizes], [h for _, h in sizes], side)
+    assert got == want, why
+    if got != side:
+        w, h = got
+        assert w % 32 == 0 and h % 32 == 0 and AREA_RANGE[0] <= w * h / side**2 <= AREA_RANGE[1]
+        assert "padding" in why
+
+
+def test_a_board_size_changes_a_square_model_and_leaves_a_rectangular_one(tiny_model, tmp_path):
+    from ocrnet_edge.convert.pipeline import ConvertOptions, _load
+    from ocrnet_edge.model.io import save_model
+    from ocrnet_edge.model.network import build_ocrnet
+
+    assert _load(tiny_model, ConvertOptions(board_size=(192, 128)))[1].input_size == (192, 128)
+    rect = TINY.with_size(RECT)
+    save_model(build_ocrnet(rect), rect, tmp_path / "rect.keras")
+    assert _load(tmp_path / "rect.keras", ConvertOptions(board_size=256))[1].input_size == RECT
+    assert _load(tmp_path / "rect.keras", ConvertOptions(size=256, board_size=192))[1].input_size == 256
+
+
 def test_rectangular_model_outputs_match_the_contract():
     from ocrnet_edge.model.network import build_ocrnet, output_spec
 
