@@ -11,6 +11,7 @@ import pytest
 from ocrnet_edge.cli import main
 from ocrnet_edge.runtime import errors
 from ocrnet_edge.runtime.card import parse_card
+from ocrnet_edge.runtime.contract import size_text
 from ocrnet_edge.runtime.engine import Engine, EngineOptions
 from ocrnet_edge.runtime.modelfile import inspect_model
 from ocrnet_edge.runtime.run import MemoryBudgetError, check_budget
@@ -160,9 +161,12 @@ def test_memory_budget_refusal_names_figures_and_is_not_enforced_under_emulation
     for k, v in text.items():
         if k == "name":
             continue
-        lines.append(f"{k}: {list(v) if isinstance(v, tuple) else json.dumps(v)}")
+        if k in ("input_size", "sizes"):  # 320 or 384x288, as a profile writes them
+            v = f"[{', '.join(size_text(x) for x in v)}]" if k == "sizes" else size_text(v)
+        lines.append(f"{k}: {v if k in ('input_size', 'sizes') else list(v) if isinstance(v, tuple) else json.dumps(v)}")
     board_file.write_text("\n".join(lines) + "\n")
     board = load_board(board_file)
+    assert board.sizes == load_board("host").sizes
     with Engine.open(converted.int8) as engine, pytest.raises(MemoryBudgetError, match=r"needs \d+ MB .* allows 1 MB"):
         check_budget(engine, board, 1.0)
     # Under user-mode emulation the RSS is the emulator's: recorded and marked, not enforced.
