@@ -26,6 +26,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ocrnet_edge.runtime.contract import parse_size, size_text  # noqa: E402
+
 BACKBONES = [("compact", 1.0), ("mobilenet_v2", 0.35), ("mobilenet_v2", 0.5), ("mobilenet_v2", 0.75),
              ("mobilenet_v2", 1.0), ("mobilenet_v1", 0.25), ("mobilenet_v1", 0.5), ("mobilenet_v1", 0.75),
              ("mobilenet_v1", 1.0)]
@@ -77,7 +79,9 @@ def parse_args(doc: str):
     """The options both figure scripts take."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("work", type=Path)
-    ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--size", type=parse_size, default=320, help="320, or 384x288 (width x height)")
+    ap.add_argument("--shapes", type=lambda t: [parse_size(v) for v in t.split(",")], default=[],
+                    help="size_figures.py: the default size's row again at each of these sizes (e.g. 384x288)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
@@ -101,16 +105,16 @@ def measure(models: list, args) -> list[dict]:
     from ocrnet_edge.runtime.modelfile import count_macs, inspect_model, xnnpack_refusals
 
     files = calibration.scan(REPO / "calibration_data", 1).files[::5][:40]
-    batch = np.concatenate(list(calibration.iter_preprocessed(files[:16], args.size)))
     rows = []
     for name, cfg in models:
-        path = args.work / f"{name}_{args.size}_int8.tflite"
+        path = args.work / f"{name}_{size_text(cfg.input_size)}_int8.tflite"
+        batch = np.concatenate(list(calibration.iter_preprocessed(files[:16], cfg.input_size)))
         keras.utils.set_random_seed(0)
         net = build_ocrnet(cfg)
         for _ in range(30):  # BatchNorm statistics of real images (momentum 0.9): healthy activation ranges
             net(batch, training=True)
         if not path.exists():
-            data = keras_to_tflite(net, cfg, lambda: ([x] for x in calibration.iter_preprocessed(files, args.size)))
+            data = keras_to_tflite(net, cfg, lambda s=cfg.input_size: ([x] for x in calibration.iter_preprocessed(files, s)))
             write_with_card(data, cfg, name, None, path)
         info = inspect_model(path)
         tpu = check_edgetpu(info)

@@ -3,9 +3,11 @@ the reference model's architecture, MACs and parameters, the int8 file size, the
 int8 invoke time measured interleaved in one process with ratios to the reference model, and the peak RSS of
 ``ocrnet-edge run`` on each file in its own process.
 
-Usage: ``.venv/bin/python scripts/size_figures.py WORK [--size 320] [--rounds 5] [--frames 50]``; prints a
-Markdown table and writes ``WORK/sizes.json``. Models are untrained, with BatchNorm statistics estimated on
-calibration images as in ``backbone_figures.py`` (size, MACs and time do not depend on the weights).
+Usage: ``.venv/bin/python scripts/size_figures.py WORK [--size 320] [--shapes 384x288,416x320] [--rounds 5]
+[--frames 50]``; prints a Markdown table and writes ``WORK/sizes.json``. ``--shapes`` adds the default size's row
+(``s`` on MobileNetV2 0.5, DeepLab layout) at each of those input sizes, timed in the same rounds. Models are
+untrained, with BatchNorm statistics estimated on calibration images as in ``backbone_figures.py`` (size, MACs and
+time do not depend on the weights).
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from backbone_figures import cpu_line, measure, parse_args  # noqa: E402
 
+from ocrnet_edge.runtime.contract import size_text  # noqa: E402
+
 ROWS = [("reference", "compact", 1.0, None, 8), ("n", "mobilenet_v2", 1.0, "n", 8), ("s", "mobilenet_v2", 1.0, "s", 8),
         ("m", "mobilenet_v2", 1.0, "m", 8), ("s", "mobilenet_v2", 0.5, "s", 1), ("m", "mobilenet_v2", 0.5, "m", 1)]
 """(label, backbone, width, preset, channel divisor): the reference model's architecture first (the ratios' base);
 width 0.5 in DeepLab's channel layout (divisor 1), that of the bundled pretrained file."""
+DEFAULT_ROW = ROWS[4]
+"""The default on photographs (``model.train.photo_defaults``)."""
 
 
 def main() -> None:
@@ -33,24 +39,32 @@ def main() -> None:
     for label, backbone, width, preset, divisor in ROWS:
         cfg = ModelConfig(input_size=args.size, backbone=backbone, width=width, channel_divisor=divisor)
         models.append((f"{label}_{backbone}_{width:g}", cfg.with_preset(preset) if preset else cfg))
+    rows_spec = list(ROWS)
+    for shape in args.shapes:
+        label, backbone, width, preset, divisor = DEFAULT_ROW
+        cfg = ModelConfig(input_size=shape, backbone=backbone, width=width, channel_divisor=divisor).with_preset(preset)
+        models.append((f"{label}_{backbone}_{width:g}", cfg))
+        rows_spec.append(DEFAULT_ROW)
     rows = measure(models, args)
-    for (label, backbone, width, preset, divisor), (_, cfg), r in zip(ROWS, models, rows):
-        r.update(label=label, backbone=backbone, width=width, preset=preset, channel_divisor=divisor,
+    for (label, backbone, width, preset, divisor), (_, cfg), r in zip(rows_spec, models, rows):
+        r.update(label=label, input=size_text(cfg.input_size), backbone=backbone, width=width, preset=preset,
+                 channel_divisor=divisor,
                  invoke_ratio_to_reference=r.pop("invoke_ratio"),
                  channels={k: getattr(cfg, k) for k in ("neck_channels", "det_channels", "head_channels", "num_protos",
                                                         "ocr_channels")})
-    doc = {"cpu": cpu_line(), "size": args.size, "threads": args.threads, "rounds": args.rounds,
+    doc = {"cpu": cpu_line(), "size": size_text(args.size), "threads": args.threads, "rounds": args.rounds,
            "frames_per_round": args.frames, "rows": rows}
     (args.work / "sizes.json").write_text(json.dumps(doc, indent=1))
-    print(f"\n{doc['cpu']}, input {args.size}, {args.threads} threads, LiteRT XNNPACK; median of {args.rounds} "
+    print(f"\n{doc['cpu']}, input {doc['size']}, {args.threads} threads, LiteRT XNNPACK; median of {args.rounds} "
           f"interleaved rounds of {args.frames} invokes")
-    print("| size | backbone | neck / det / head / protos | MMAC | parameters | int8 file | Edge TPU check | "
+    print("| size | backbone | input | neck / det / head / protos | MMAC | parameters | int8 file | Edge TPU check | "
           "int8 invoke | vs reference | peak RSS |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         c = r["channels"]
         layout = " (DeepLab layout)" if r["channel_divisor"] != 8 else ""
-        print(f"| {r['label']} | {r['backbone']} {r['width']:g}{layout} | {c['neck_channels']} / {c['det_channels']} / "
+        print(f"| {r['label']} | {r['backbone']} {r['width']:g}{layout} | {r['input']} | "
+              f"{c['neck_channels']} / {c['det_channels']} / "
               f"{c['head_channels']} / {c['num_protos']} | {r['macs'] / 1e6:.0f} | {r['params'] / 1e6:.2f} M | "
               f"{r['int8_bytes'] / 1024:.0f} KiB | {r['edgetpu_mapped']} ops map | {r['invoke_ms']:.2f} ms | "
               f"{r['invoke_ratio_to_reference']:.2f} | {r['peak_rss_mb']:.0f} MB |")
