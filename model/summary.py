@@ -14,10 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ocrnet_edge.runtime.contract import InputSize, input_wh, parse_size, size_text
+from ocrnet_edge.runtime.contract import InputSize, input_wh, parse_size, size_json, size_text
 from ocrnet_edge.runtime.errors import OutputError
 from ocrnet_edge.runtime.io.draw import colour, drawable
 
+from .config import aspect_input_size
 from .data import IGNORE, Dataset, Placement, render
 from .formats import available_splits, read_any
 
@@ -68,6 +69,10 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
         for sid in {sid for sid, _ in r.stuff}:
             stuff_images[ds.semantic_classes[sid]] += 1
     sup = {t: ds.supports(t) for t in ("boxes", "masks", "semantic")}
+    shape = None
+    if isinstance(input_size, int):  # what train takes without --size (one aspect: the input shaped after it)
+        size, why = aspect_input_size([r.width for r in ds.records], [r.height for r in ds.records], input_size)
+        shape = {"size": size_json(size), "why": why}
     return {
         "images": len(ds),
         "instances": {n: inst.get(n, 0) for n in ds.thing_classes},
@@ -76,6 +81,7 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
         else None,
         "object_sizes_at_input": {n: sizes.get(n, 0) for n in SIZE_NAMES},
         "input_size": input_size,
+        "training_input": shape,
         "images_without_labels": len(unlabelled),
         "first_images_without_labels": unlabelled[:3],
         "supervision": sup,
@@ -104,6 +110,9 @@ def format_summary(doc: dict) -> str:
                 lines.append(f"    {n:<{width}}  {c}")
             sizes = ", ".join(f"{n}: {c}" for n, c in d["object_sizes_at_input"].items())
             lines.append(f"  object sizes at a {size_text(parse_size(d['input_size'], 1, 1))} px input: {sizes}")
+        if d.get("training_input") and split == next(iter(doc["splits"])):  # the training split comes first
+            t = d["training_input"]
+            lines.append(f"  input train takes without --size: {size_text(parse_size(t['size'], 1, 1))} ({t['why']})")
         if d.get("region_classes_in_images"):
             lines.append("  images showing each region class: "
                          + ", ".join(f"{n}: {c}" for n, c in d["region_classes_in_images"].items()))

@@ -20,7 +20,6 @@ import csv
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -39,6 +38,7 @@ from .config import (
     LossConfig,
     Schedule,
     TrainConfig,
+    aspect_input_size,
     model_config_from_dict,
     plan_schedule,
     save_json,
@@ -527,53 +527,6 @@ def photo_defaults(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     cfg = dataclasses.replace(cfg, pretrained=DEFAULT_START, model=cfg.model.with_preset(PHOTO_PRESET))
     return cfg, (f"model: the default for photographs, size {PHOTO_PRESET} on the backbone of {DEFAULT_START} "
                  "(bundled; --backbone, --pretrained or --size-preset choose otherwise)")
-
-
-ASPECT_AGREE = 0.8
-"""Share of the training images whose aspect must lie within :data:`ASPECT_TOLERANCE` of the median for
-:func:`aspect_input_size` to shape the input after them (one camera, one export size)."""
-ASPECT_TOLERANCE = 0.1
-AREA_RANGE = (0.9, 1.15)
-"""Pixels of a shaped input against the square side's: about the same invoke cost (384x288 is 1.08x 320x320)."""
-
-
-def aspect_input_size(widths: Sequence[int], heights: Sequence[int], side: int,
-                      multiple: int = 32) -> tuple[InputSize, str]:
-    """The input for images of one aspect at about the cost of ``side`` x ``side``, and why.
-
-    When at least :data:`ASPECT_AGREE` of the images lie within :data:`ASPECT_TOLERANCE` of their median
-    aspect, and that aspect is not square, the input is the ``multiple``-aligned ``(width, height)`` of
-    nearest aspect among those with :data:`AREA_RANGE` of the square's pixels: 384x288 for 4:3 photos
-    (640x480 cameras), 448x256 for 16:9, 384x256 for 3:2, 288x384 for portrait 3:4. A square letterbox
-    spends a quarter of a 4:3 input on grey bars; this spends under 3% (BCCD at 384x288 from a model
-    trained at 320: box AP50 0.802 -> 0.841, README). Mixed aspects keep the square.
-
-    Returns:
-        ``(size, reason)``: an :data:`~runtime.contract.InputSize` and the line that explains it.
-    """
-    w, h = np.asarray(widths, np.float64), np.asarray(heights, np.float64)
-    if len(w) == 0:
-        return side, "no images"
-    aspect = w / np.maximum(h, 1)
-    med = float(np.median(aspect))
-    agree = float(np.mean(np.abs(aspect / med - 1) <= ASPECT_TOLERANCE))
-    if agree < ASPECT_AGREE:
-        return side, f"the images' aspects differ ({agree:.0%} within {ASPECT_TOLERANCE:.0%} of the median {med:.2f})"
-    lo, hi = (f * side * side for f in AREA_RANGE)
-    sides = range(2 * multiple, 4 * side + 1, multiple)
-    fits = [(cw, ch) for cw in sides for ch in sides if lo <= cw * ch <= hi]
-    best = min(fits, key=lambda s: (abs(np.log(s[0] / s[1] / med)), abs(s[0] * s[1] - side * side)))
-    if best[0] == best[1] or abs(np.log(best[0] / best[1] / med)) >= abs(np.log(med)):
-        return side, f"the images are about square (median aspect {med:.2f})"
-    return best, (f"{agree:.0%} of the training images have an aspect within {ASPECT_TOLERANCE:.0%} of {med:.2f}: "
-                  f"letterboxed, they leave {_padding(med, *best):.0%} of {size_text(best)} as padding against "
-                  f"{_padding(med, side, side):.0%} of {side}x{side}")
-
-
-def _padding(aspect: float, width: int, height: int) -> float:
-    """Share of a ``width`` x ``height`` input that letterboxing an image of ``aspect`` leaves as bars."""
-    r = aspect * height / width
-    return 1.0 - min(r, 1.0 / r)
 
 
 def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | str | None = None,

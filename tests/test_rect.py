@@ -130,7 +130,7 @@ def test_model_config_keeps_a_size_canonical_and_refuses_bad_ones():
     ([], 320, 320),
 ])
 def test_input_is_shaped_after_photos_of_one_aspect_at_the_squares_cost(sizes, side, want):
-    from ocrnet_edge.model.train import AREA_RANGE, aspect_input_size
+    from ocrnet_edge.model.config import AREA_RANGE, aspect_input_size
 
     got, why = aspect_input_size([w for w, _ in sizes], [h for _, h in sizes], side)
     assert got == want, why
@@ -138,6 +138,18 @@ def test_input_is_shaped_after_photos_of_one_aspect_at_the_squares_cost(sizes, s
         w, h = got
         assert w % 32 == 0 and h % 32 == 0 and AREA_RANGE[0] <= w * h / side**2 <= AREA_RANGE[1]
         assert "padding" in why
+
+
+def test_dataset_summary_says_which_input_train_takes(tmp_path):
+    from ocrnet_edge.model.data import write_scenes
+    from ocrnet_edge.model.summary import format_summary, summarize
+
+    path = write_scenes(tmp_path / "cam", 3, seed=1, size=(640, 480), progress=False)
+    doc = summarize(path)
+    split = next(iter(doc["splits"].values()))
+    assert split["training_input"]["size"] == [384, 288]
+    assert "input train takes without --size: 384x288" in format_summary(doc)
+    assert summarize(path, (416, 320))["splits"]["all"]["training_input"] is None  # a size was chosen
 
 
 def test_a_board_size_changes_a_square_model_and_leaves_a_rectangular_one(tiny_model, tmp_path):
