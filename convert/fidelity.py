@@ -120,6 +120,11 @@ class GateResult:
         """No gated metric dropped more than allowed."""
         return not self.failed
 
+    def failures(self) -> str:
+        """``box_ap dropped 1.004 points``, one per failed metric: three decimals, so that a drop just past
+        the limit never reads as the limit itself (``1.00`` against ``at most 1.0``)."""
+        return ", ".join(f"{k} dropped {self.drops[k]:.3f} points" for k in self.failed)
+
 
 def gate(float_metrics: dict, int8_metrics: dict, max_drop: float = 1.0) -> GateResult:
     """Compare metrics; a drop is ``(float - int8) * 100`` points. Metrics the gate images' labels do not

@@ -120,8 +120,7 @@ def export_onnx(net, cfg: ModelConfig, out_dir: Path, name: str, source: Path, c
         report["gate_seconds"] = round(time.perf_counter() - t0, 2)
         float_ok = files["float32"].ok and files["float16"].ok
         qdq_ok = files["int8_qdq"].ok
-        failures = [f"{f.file}: " + (", ".join(f"{k} dropped {f.result.drops[k]:.2f}" for k in f.result.failed)
-                                     or "; ".join(f.noise_failures))
+        failures = [f"{f.file}: " + (f.result.failures() or "; ".join(f.noise_failures))
                     for f in files.values() if not f.ok]
         report["fidelity"] = {k: f.as_dict() for k, f in files.items()}
         if tflite_drops is not None:

@@ -352,9 +352,8 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
     out = ConvertResult(int8_path, card_path, json_path, md_path, float_path, tpu_path, report,
                         onnx_out.float_path if onnx_out else None, onnx_out.qdq_path if onnx_out else None)
     if fid is not None and not fid.result.ok:
-        drops = ", ".join(f"{k} dropped {fid.result.drops[k]:.2f}" for k in fid.result.failed)
-        raise GateError(f"fidelity gate failed ({drops} points, at most {options.max_drop} allowed); model written as "
-                        f"{int8_path.name}, see {md_path}")
+        raise GateError(f"fidelity gate failed ({fid.result.failures()}, at most {options.max_drop} allowed); model "
+                        f"written as {int8_path.name}, see {md_path}")
     if compile_error is not None:
         raise compile_error
     if onnx_out is not None and onnx_out.error is not None:
