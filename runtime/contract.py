@@ -93,7 +93,7 @@ def size_text(size: InputSize) -> str:
     return str(w) if w == h else f"{w}x{h}"
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX*,]\s*(\d+))?\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*$")
 
 
 def parse_size(text: str | int | tuple[int, int] | list[int], multiple: int = 32, least: int = 64) -> InputSize:

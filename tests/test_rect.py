@@ -31,7 +31,7 @@ def test_parse_size_reads_a_side_or_width_by_height(text, want):
     assert parse_size(size_text(want)) == want
 
 
-@pytest.mark.parametrize("text", ["300", "416x300", "416x", "x320", "32", "0x320", "-320", True, [416], "abc"])
+@pytest.mark.parametrize("text", ["300", "416x300", "416x", "x320", "32", "0x320", "-320", "416,320", True, [416], "abc"])
 def test_parse_size_refuses_bad_sizes_in_one_line(text):
     with pytest.raises(InputError) as e:
         parse_size(text)
