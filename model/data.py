@@ -134,6 +134,26 @@ def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(to_rle(seg, height, width)).astype(bool)
 
 
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
+
+
+def truncated_jpeg(path: Path | str, tail: int = 65536) -> bool:
+    """Whether a JPEG file lacks its end-of-image marker (``FF D9``, allowing zero padding after it): a
+    cut-off download or copy. OpenCV still decodes it, with the missing rows grey, and libjpeg prints
+    "Premature end of JPEG file" each time, so the file trains on grey it was never labelled for."""
+    path = Path(path)
+    if path.suffix.lower() not in JPEG_SUFFIXES:
+        return False
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - tail))
+            end = f.read().rstrip(b"\x00")
+    except OSError:
+        return False  # unreadable files are reported where they are read
+    return b"\xff\xd9" not in end[-16:]  # a few stray bytes after the marker are harmless
+
+
 def read_rgb(path: Path, reduce: int = 1) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 RGB, or raise :class:`InputError` naming the file.
 

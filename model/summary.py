@@ -19,7 +19,7 @@ from ocrnet_edge.runtime.errors import OutputError
 from ocrnet_edge.runtime.io.draw import colour, drawable
 
 from .config import aspect_input_size
-from .data import IGNORE, Dataset, Placement, render
+from .data import IGNORE, Dataset, Placement, render, truncated_jpeg
 from .formats import available_splits, read_any
 
 SIZE_BINS = ((0, 32), (32, 96), (96, 1 << 30))
@@ -69,6 +69,7 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
         for sid in {sid for sid, _ in r.stuff}:
             stuff_images[ds.semantic_classes[sid]] += 1
     sup = {t: ds.supports(t) for t in ("boxes", "masks", "semantic")}
+    truncated = [str(r.path) for r in ds.records if truncated_jpeg(r.path)]
     shape = None
     if isinstance(input_size, int):  # what train takes without --size (one aspect: the input shaped after it)
         size, why = aspect_input_size([r.width for r in ds.records], [r.height for r in ds.records], input_size)
@@ -82,6 +83,7 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
         "object_sizes_at_input": {n: sizes.get(n, 0) for n in SIZE_NAMES},
         "input_size": input_size,
         "training_input": shape,
+        "truncated_jpegs": truncated,
         "images_without_labels": len(unlabelled),
         "first_images_without_labels": unlabelled[:3],
         "supervision": sup,
@@ -119,6 +121,10 @@ def format_summary(doc: dict) -> str:
         if d["crowd_regions"]:
             kind = "difficult objects" if doc.get("format") == "voc" else "crowd regions"
             lines.append(f"  {kind} (ignored in training and scoring): {d['crowd_regions']}")
+        if d.get("truncated_jpegs"):
+            t = d["truncated_jpegs"]
+            lines.append(f"  truncated JPEGs (no end marker: they decode with grey rows where the file was cut; "
+                         f"export them again): {len(t)}: {', '.join(t[:3])}" + (" ..." if len(t) > 3 else ""))
         lines.append(f"  images without labels: {d['images_without_labels']}"
                      + (" (taught as: nothing to detect here)" if d["images_without_labels"] and things else ""))
         lines.append("  teaches: " + "; ".join(f"{k}: {v}" for k, v in d["teaches"].items()))

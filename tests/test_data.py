@@ -108,3 +108,24 @@ def test_writer_refuses_existing_folder_and_leaves_no_partial(tmp_path):
     with pytest.raises(OutputError, match="already exists"):
         write_scenes(out, 2, seed=1, size=64, progress=False)
     assert not (tmp_path / "d.partial").exists()
+
+
+def test_truncated_jpegs_are_found_and_named_by_dataset(tmp_path):
+    import cv2
+
+    from ocrnet_edge.model.data import truncated_jpeg
+    from ocrnet_edge.model.summary import format_summary, summarize
+
+    path = write_scenes(tmp_path / "d", 3, seed=2, size=SMALL, progress=False)
+    images = sorted((path / "images").glob("*.jpg"))
+    whole = images[0].read_bytes()
+    images[0].write_bytes(whole[: len(whole) // 2])  # a download cut in the middle
+    images[1].write_bytes(images[1].read_bytes() + b"\0" * 3000)  # zero padding after the end marker: fine
+    assert cv2.imread(str(images[0])) is not None, "OpenCV decodes it anyway, with grey rows"
+    assert [truncated_jpeg(p) for p in images] == [True, False, False]
+    png = tmp_path / "x.png"
+    cv2.imwrite(str(png), np.zeros((8, 8, 3), np.uint8))
+    assert not truncated_jpeg(png) and not truncated_jpeg(tmp_path / "missing.jpg")
+    doc = summarize(path)
+    assert doc["splits"]["all"]["truncated_jpegs"] == [str(images[0])]
+    assert "truncated JPEGs (no end marker" in format_summary(doc) and images[0].name in format_summary(doc)
