@@ -397,6 +397,16 @@ def aspect_input_size(widths: Sequence[int], heights: Sequence[int], side: int,
                   f"{_padding(med, side, side):.0%} of {side}x{side}")
 
 
+def shaped_input(side: int, widths: Sequence[int], heights: Sequence[int],
+                 resumed: InputSize | None = None) -> tuple[InputSize, str]:
+    """The input ``train`` takes when no size was chosen: that of the run being resumed (``resumed``), else
+    :func:`aspect_input_size`'s; and the words that say why."""
+    if resumed is not None:
+        return resumed, "kept from the run being resumed"
+    size, why = aspect_input_size(widths, heights, side)
+    return size, f"shaped after the photos ({why})"
+
+
 def _padding(aspect: float, width: int, height: int) -> float:
     """Share of a ``width`` x ``height`` input that letterboxing an image of ``aspect`` leaves as bars."""
     r = aspect * height / width

@@ -38,10 +38,10 @@ from .config import (
     LossConfig,
     Schedule,
     TrainConfig,
-    aspect_input_size,
     model_config_from_dict,
     plan_schedule,
     save_json,
+    shaped_input,
     to_dict,
     train_config_from_dict,
 )
@@ -555,10 +555,13 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         print(default_line)
     if auto_size and not train_set.generated and isinstance(cfg.model.input_size, int):
         recs = train_set.records
-        size, why = aspect_input_size([r.width for r in recs], [r.height for r in recs], cfg.model.input_size)
+        resumed = None  # a run being resumed keeps the input it started with (one begun before this rule: square)
+        if resume and _read_state(out) and (out / "config.json").exists():
+            resumed = train_config_from_dict(json.loads((out / "config.json").read_text())).model.input_size
+        size, why = shaped_input(cfg.model.input_size, [r.width for r in recs], [r.height for r in recs], resumed)
         if size != cfg.model.input_size:
             cfg = dataclasses.replace(cfg, model=cfg.model.with_size(size))
-            print(f"input: {size_text(size)}, shaped after the photos ({why}); --size chooses")
+            print(f"input: {size_text(size)}, {why}; --size chooses")
     if cfg.pretrained:
         from .pretrained import model_for_pretrained, resolve_source
 

@@ -140,6 +140,13 @@ def test_input_is_shaped_after_photos_of_one_aspect_at_the_squares_cost(sizes, s
         assert "padding" in why
 
 
+def test_a_resumed_run_keeps_its_input_whatever_the_photos_say():
+    from ocrnet_edge.model.config import shaped_input
+
+    assert shaped_input(320, [640] * 4, [480] * 4) == ((384, 288), shaped_input(320, [640] * 4, [480] * 4)[1])
+    assert shaped_input(320, [640] * 4, [480] * 4, resumed=320) == (320, "kept from the run being resumed")
+
+
 def test_dataset_summary_says_which_input_train_takes(tmp_path):
     from ocrnet_edge.model.data import write_scenes
     from ocrnet_edge.model.summary import format_summary, summarize
