@@ -285,8 +285,9 @@ class _History(keras.callbacks.Callback):
         stop = bool(self.cfg.patience and self.since_best >= self.cfg.patience)
         _atomic(self.out / "last.weights.h5", self.trainer.save_weights, suffix=".weights.h5")
         _atomic(self.out / "state.json", lambda p: Path(p).write_text(json.dumps(
-            {"epochs_done": epoch + 1, "best_score": self.best, "best_step": self.best_step,
-             "since_best": self.since_best, "stopped_early": stop})), suffix=".json")
+            {"epochs_done": epoch + 1, "steps_done": step, "round_steps": self.schedule.round_steps if self.schedule
+             else None, "best_score": self.best, "best_step": self.best_step, "since_best": self.since_best,
+             "stopped_early": stop})), suffix=".json")
         if stop:
             print(f"stopping early at step {step}: validation has not improved for {self.since_best} validations "
                   f"(--patience {self.cfg.patience}); model.keras holds the best, score {self.best:.3f} "
@@ -369,6 +370,16 @@ def _load_init(trainer: OCRNetTrainer, cfg: TrainConfig) -> str:
     if absent:
         line += f"; not in the source: {', '.join(absent[:6])}{' ...' if len(absent) > 6 else ''}"
     return line
+
+
+def resumed_rounds(cfg: TrainConfig, state: dict) -> TrainConfig:
+    """``cfg`` for resuming a run whose ``state.json`` is ``state``: with ``--steps`` and no ``--val-every``, the
+    round length the run had. The rounds done are counted in it, and the automatic length follows ``--steps``
+    (a twentieth of the run), so a resume asking for more steps would otherwise count them as longer than
+    they were and skip that much of the run."""
+    if state.get("round_steps") and not cfg.epochs and not cfg.val_every:
+        return dataclasses.replace(cfg, val_every=int(state["round_steps"]))
+    return cfg
 
 
 def _read_state(out: Path) -> dict:
@@ -591,6 +602,7 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         saved = train_config_from_dict(json.loads(cfg_path.read_text()))
         if to_dict(saved.model) != to_dict(cfg.model):
             raise InputError(f"{cfg_path}: the run in {out} has another model configuration; use a new --out")
+    cfg = resumed_rounds(cfg, state)
     save_json(cfg, cfg_path)
     data_record["augment"] = augment
     _atomic(out / "data.json", lambda p: Path(p).write_text(json.dumps(data_record, indent=1)), suffix=".json")

@@ -35,6 +35,8 @@ def test_tiny_run_overfits_and_resumes(small_dataset, tmp_path):
     for term in ("cls", "box", "sem", "aux", "mask"):
         assert term in rows[0]
     assert json.loads((out / "config.json").read_text())["model"]["input_size"] == SMALL
+    state = json.loads((out / "state.json").read_text())
+    assert (state["steps_done"], state["round_steps"]) == (STEPS, ROUND)
     net = load_model(model_path)
     assert net.input_shape[1:] == (SMALL, SMALL, 3)
 
@@ -44,6 +46,21 @@ def test_tiny_run_overfits_and_resumes(small_dataset, tmp_path):
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, STEPS // ROUND + 2))
     assert [int(r["step"]) for r in rows] == list(range(ROUND, STEPS + 2 * ROUND, ROUND))
+
+
+def test_a_resume_asking_for_more_steps_keeps_the_runs_round_length():
+    """The automatic round length follows --steps (a twentieth of the run, at least a pass): resumed with more
+    steps, the rounds already done must still count as the steps they were."""
+    from ocrnet_edge.model.config import plan_schedule
+    from ocrnet_edge.model.train import resumed_rounds
+
+    cfg = TrainConfig(steps=40, batch_size=12, model=TINY)  # 12 images: one pass = 1 step; alone, rounds of 2
+    assert plan_schedule(12, cfg).round_steps == 2
+    state = {"epochs_done": 4, "steps_done": 4, "round_steps": 1}  # a 4-step run: rounds of 1
+    assert plan_schedule(12, resumed_rounds(cfg, state)).round_steps == 1
+    assert resumed_rounds(dataclasses.replace(cfg, val_every=5), state).val_every == 5  # chosen: kept
+    assert resumed_rounds(dataclasses.replace(cfg, steps=0, epochs=3), state).val_every == 0  # epochs: a pass
+    assert resumed_rounds(cfg, {"epochs_done": 4}) == cfg  # a state written before steps were recorded
 
 
 def test_resume_refuses_other_architecture(small_dataset, tmp_path):
