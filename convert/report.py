@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ocrnet_edge.runtime.contract import parse_size, size_text
+from ocrnet_edge.runtime.contract import size_text
 
 
 def _pct(v) -> str:
@@ -18,7 +18,7 @@ def render_markdown(r: dict) -> str:
     if not r.get("gated", True):
         lines += ["**NOT GATED: converted with --no-gate; the int8 model's accuracy against the float model was not "
                   "checked.**", ""]
-    size = size_text(parse_size(r["input_size"], 1, 1))
+    size = size_text(r["input_size"])
     lines += [f"# Conversion report: {r['name']}", "", f"- model: `{r['model']}`", f"- input size: {size}",
              f"- calibration: {r['calibration']['images']} images ({r['calibration']['source']}); "
              f"{len(r['calibration']['skipped'])} skipped",

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ocrnet_edge.runtime.contract import InputSize, input_wh, parse_size, size_json, size_text
+from ocrnet_edge.runtime.contract import InputSize, input_wh, size_json, size_text
 from ocrnet_edge.runtime.errors import OutputError
 from ocrnet_edge.runtime.io.draw import colour, drawable
 
@@ -52,13 +52,14 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
     sizes = Counter()
     crowd = 0
     unlabelled = []
+    in_w, in_h = input_wh(input_size)
     for r in ds.records:
         for c in r.categories.tolist():
             inst[ds.thing_classes[c]] += 1
         crowd += len(r.crowd)
         if len(r.boxes):
             # Object side as the model sees it: sqrt(area) after the letterbox to the input size.
-            s = min(input_wh(input_size)[0] / r.width, input_wh(input_size)[1] / r.height)
+            s = min(in_w / r.width, in_h / r.height)
             side = np.sqrt(np.prod(r.boxes[:, 2:] - r.boxes[:, :2], axis=1)) * s
             for (lo, hi), name in zip(SIZE_BINS, SIZE_NAMES):
                 sizes[name] += int(((side >= lo) & (side < hi)).sum())
@@ -111,10 +112,10 @@ def format_summary(doc: dict) -> str:
             for n, c in d["instances"].items():
                 lines.append(f"    {n:<{width}}  {c}")
             sizes = ", ".join(f"{n}: {c}" for n, c in d["object_sizes_at_input"].items())
-            lines.append(f"  object sizes at a {size_text(parse_size(d['input_size'], 1, 1))} px input: {sizes}")
+            lines.append(f"  object sizes at a {size_text(d['input_size'])} px input: {sizes}")
         if d.get("training_input") and split == next(iter(doc["splits"])):  # the training split comes first
             t = d["training_input"]
-            lines.append(f"  input train takes without --size: {size_text(parse_size(t['size'], 1, 1))} ({t['why']})")
+            lines.append(f"  input train takes without --size: {size_text(t['size'])} ({t['why']})")
         if d.get("region_classes_in_images"):
             lines.append("  images showing each region class: "
                          + ", ".join(f"{n}: {c}" for n, c in d["region_classes_in_images"].items()))

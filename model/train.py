@@ -10,7 +10,7 @@ An output folder holds::
     model.keras           the inference model with its configuration (best validation score so far,
                           else the last epoch)
     last.weights.h5       trainer and optimizer state of the last finished epoch (resume)
-    state.json            epochs finished and the best validation score
+    state.json            rounds and steps finished, the round length, and the best validation score
     history.csv           loss terms and validation metrics per epoch
 """
 
@@ -560,15 +560,17 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
     """
     out = Path(out)
     train_set, val_set, data_record = open_training_data(data, val_data, cfg)
+    cfg_path = out / "config.json"
+    state = _read_state(out) if resume else {}
+    saved = train_config_from_dict(json.loads(cfg_path.read_text())) if state and cfg_path.exists() else None
     backbone_line = ""
     if defaults and not train_set.generated:
         cfg, default_line = photo_defaults(cfg)
         print(default_line)
     if auto_size and not train_set.generated and isinstance(cfg.model.input_size, int):
         recs = train_set.records
-        resumed = None  # a run being resumed keeps the input it started with (one begun before this rule: square)
-        if resume and _read_state(out) and (out / "config.json").exists():
-            resumed = train_config_from_dict(json.loads((out / "config.json").read_text())).model.input_size
+        # A run being resumed keeps the input it started with (one begun before this rule: the square).
+        resumed = saved.model.input_size if saved else None
         size, why = shaped_input(cfg.model.input_size, [r.width for r in recs], [r.height for r in recs], resumed)
         if size != cfg.model.input_size:
             cfg = dataclasses.replace(cfg, model=cfg.model.with_size(size))
@@ -596,12 +598,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"{out}: cannot create the output folder ({e.strerror})") from None
-    cfg_path = out / "config.json"
-    state = _read_state(out) if resume else {}
-    if state and cfg_path.exists():
-        saved = train_config_from_dict(json.loads(cfg_path.read_text()))
-        if to_dict(saved.model) != to_dict(cfg.model):
-            raise InputError(f"{cfg_path}: the run in {out} has another model configuration; use a new --out")
+    if saved is not None and to_dict(saved.model) != to_dict(cfg.model):
+        raise InputError(f"{cfg_path}: the run in {out} has another model configuration; use a new --out")
     cfg = resumed_rounds(cfg, state)
     save_json(cfg, cfg_path)
     data_record["augment"] = augment

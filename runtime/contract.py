@@ -63,8 +63,8 @@ InputSize = int | tuple[int, int]
 stand for the same input."""
 
 
-def input_wh(size: InputSize) -> tuple[int, int]:
-    """``(width, height)`` of an input size."""
+def input_wh(size: InputSize | list[int]) -> tuple[int, int]:
+    """``(width, height)`` of an input size (also as JSON writes it: ``[416, 320]``)."""
     if isinstance(size, int):
         return size, size
     w, h = size
@@ -87,7 +87,7 @@ def size_json(size: InputSize) -> int | list[int]:
     return size if isinstance(size, int) else list(input_wh(size))
 
 
-def size_text(size: InputSize) -> str:
+def size_text(size: InputSize | list[int]) -> str:
     """``320`` or ``416x320``: the size as the command line takes it."""
     w, h = input_wh(size)
     return str(w) if w == h else f"{w}x{h}"
