@@ -262,6 +262,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     _require_workstation("dataset")
 
     from ocrnet_edge.model.summary import format_summary, summarize, write_preview
+    from ocrnet_edge.runtime.contract import parse_size
 
     _writable_file(args.json)
     doc = summarize(args.data, args.size)
@@ -269,7 +270,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(args.json, doc)
     if args.preview:
-        files = write_preview(args.data, args.preview, args.preview_count, args.size)
+        files = write_preview(args.data, args.preview, args.preview_count, parse_size(doc.get("input_size", 320)))
         print(f"preview: {len(files)} images in {args.preview}")
     return 0
 
@@ -687,8 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("dataset", help="summary and problems of a labelled dataset, before training (workstation)")
     ds.add_argument("data", type=Path, help="dataset folder (COCO, YOLO, label maps, Pascal VOC XML), COCO .json "
                     "or YOLO data.yaml")
-    ds.add_argument("--size", type=_size, default=320, help="model input size the object sizes are given at (320 or "
-                    "416x320)")
+    ds.add_argument("--size", type=_size, help="model input size the object sizes are given at (320 or 416x320; "
+                    "default: the input train takes without --size)")
     ds.add_argument("--json", type=Path, help="write the summary and every problem as JSON")
     ds.add_argument("--preview", type=Path, help="folder for images with their labels drawn, as training sees them")
     ds.add_argument("--preview-count", type=int, default=16, help="images in the preview")

@@ -1,8 +1,8 @@
 """``ocrnet-edge dataset``: what a dataset holds and what is wrong with it, before any training.
 
 The summary names the format, the splits, the classes with their instance counts, the object size
-distribution (COCO's small / medium / large at the model's input size), images without labels,
-what each task is taught by, and every problem found, each naming its file (and line).
+distribution (COCO's small / medium / large at the model's input: by default the one ``train`` takes),
+images without labels, what each task is taught by, and every problem found, each naming its file (and line).
 ``--preview OUT`` draws the labels over a sample of images, as training will see them.
 """
 
@@ -18,7 +18,7 @@ from ocrnet_edge.runtime.contract import InputSize, input_wh, size_json, size_te
 from ocrnet_edge.runtime.errors import OutputError
 from ocrnet_edge.runtime.io.draw import colour, drawable
 
-from .config import aspect_input_size
+from .config import ModelConfig, aspect_input_size
 from .data import IGNORE, Dataset, Placement, render, truncated_jpeg
 from .formats import available_splits, read_any
 
@@ -26,8 +26,13 @@ SIZE_BINS = ((0, 32), (32, 96), (96, 1 << 30))
 SIZE_NAMES = ("small (< 32 px)", "medium (32-96 px)", "large (> 96 px)")
 
 
-def summarize(path: Path | str, input_size: InputSize = 320) -> dict:
+def summarize(path: Path | str, input_size: InputSize | None = None) -> dict:
     """Read every split of a dataset (problems collected, not raised) and describe it.
+
+    Args:
+        path: Dataset folder or file.
+        input_size: Input the object sizes are given at; ``None``: the one ``train`` takes without
+            ``--size`` (320, or the photos' shape when they share an aspect), found on the first split.
 
     Returns:
         A JSON-ready dict: ``format``, ``splits`` (per split: images, classes, sizes, supervision,
@@ -41,9 +46,19 @@ def summarize(path: Path | str, input_size: InputSize = 320) -> dict:
         out["format"] = ds.format
         out["thing_classes"] = list(ds.thing_classes)
         out["stuff_classes"] = list(ds.stuff_classes)
+        if input_size is None:  # the training split comes first: sizes at the input train would take
+            input_size, _ = training_input(ds)
+        out["input_size"] = size_json(input_size)
         out["splits"][split] = describe(ds, input_size)
         out["problems"] += [str(p) for p in ds.problems]
     return out
+
+
+def training_input(ds: Dataset) -> tuple[InputSize, str]:
+    """The input ``train`` takes for these images without ``--size``, and why
+    (:func:`~model.config.aspect_input_size` at the default side)."""
+    return aspect_input_size([r.width for r in ds.records], [r.height for r in ds.records],
+                             ModelConfig().input_size)
 
 
 def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
@@ -71,10 +86,8 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
             stuff_images[ds.semantic_classes[sid]] += 1
     sup = {t: ds.supports(t) for t in ("boxes", "masks", "semantic")}
     truncated = [str(r.path) for r in ds.records if truncated_jpeg(r.path)]
-    shape = None
-    if isinstance(input_size, int):  # what train takes without --size (one aspect: the input shaped after it)
-        size, why = aspect_input_size([r.width for r in ds.records], [r.height for r in ds.records], input_size)
-        shape = {"size": size_json(size), "why": why}
+    size, why = training_input(ds)
+    shape = {"size": size_json(size), "why": why}
     return {
         "images": len(ds),
         "instances": {n: inst.get(n, 0) for n in ds.thing_classes},
@@ -82,7 +95,7 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
         "region_classes_in_images": {n: stuff_images.get(n, 0) for n in ds.stuff_classes} if ds.format != "labelmap"
         else None,
         "object_sizes_at_input": {n: sizes.get(n, 0) for n in SIZE_NAMES},
-        "input_size": input_size,
+        "input_size": size_json(input_size),
         "training_input": shape,
         "truncated_jpegs": truncated,
         "images_without_labels": len(unlabelled),

@@ -156,7 +156,12 @@ def test_dataset_summary_says_which_input_train_takes(tmp_path):
     split = next(iter(doc["splits"].values()))
     assert split["training_input"]["size"] == [384, 288]
     assert "input train takes without --size: 384x288" in format_summary(doc)
-    assert summarize(path, (416, 320))["splits"]["all"]["training_input"] is None  # a size was chosen
+    # Object sizes are given at that input unless --size says otherwise.
+    assert doc["input_size"] == split["input_size"] == [384, 288]
+    assert "object sizes at a 384x288 px input" in format_summary(doc)
+    chosen = summarize(path, 320)
+    assert chosen["input_size"] == 320 and "object sizes at a 320 px input" in format_summary(chosen)
+    assert chosen["splits"]["all"]["training_input"]["size"] == [384, 288]  # still what train takes without --size
 
 
 def test_a_board_size_changes_a_square_model_and_leaves_a_rectangular_one(tiny_model, tmp_path):
