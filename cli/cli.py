@@ -162,8 +162,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.skip_bad:
         train_kw["skip_bad"] = True
     model = cfg.model.with_preset(args.size_preset) if args.size_preset else cfg.model
-    if args.assigner:
-        train_kw["loss"] = dataclasses.replace(cfg.loss, assigner=args.assigner)
+    loss_kw = {k: v for k, v in {"assigner": args.assigner, "mask_dice": args.mask_dice}.items() if v is not None}
+    if loss_kw:
+        train_kw["loss"] = dataclasses.replace(cfg.loss, **loss_kw)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(model, **model_kw), **train_kw)
     chosen = (args.backbone, args.width, args.pretrained, args.size_preset, args.config, args.init)
     path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1,
@@ -579,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "class-dependent layers start fresh)")
     t.add_argument("--assigner", choices=["fcos", "tal"], help="which locations learn each object: fcos (static, "
                    "the default) or tal (task-aligned: the best-predicting ones, TOOD/YOLOv8 style)")
+    t.add_argument("--mask-dice", type=float, metavar="W", help="weight of a dice loss added to the instance masks' "
+                   "BCE (0: BCE alone)")
     t.add_argument("--no-ocr", action="store_true", help="ablation: semantic branch without object context")
     t.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")

@@ -172,6 +172,7 @@ class LossConfig:
             box, near its centre, on the level of its size; :mod:`model.targets`) or ``tal`` (task-aligned,
             in the graph: the best-predicting locations near the object on any level, TOOD/YOLOv8 style;
             :func:`model.losses.task_aligned_losses`; the mask samples then come from its wider candidates).
+        mask_dice: Weight of a dice term added to the mask BCE (:func:`model.losses.mask_loss`); 0: BCE alone.
     """
 
     cls: float = 1.0
@@ -180,10 +181,13 @@ class LossConfig:
     semantic_aux: float = 0.4
     mask: float = 1.5
     assigner: str = "fcos"
+    mask_dice: float = 0.0
 
     def __post_init__(self) -> None:
         if self.assigner not in ("fcos", "tal"):
             raise InputError(f"assigner (--assigner) must be fcos or tal. Received: {self.assigner!r}")
+        if self.mask_dice < 0:
+            raise InputError(f"mask_dice (--mask-dice) must be 0 or more. Received: {self.mask_dice}")
 
 
 @dataclass(frozen=True)

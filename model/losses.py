@@ -219,13 +219,16 @@ def semantic_loss(logits, labels):
     return ops.sum(ce * valid) / ops.maximum(ops.sum(valid), 1.0)
 
 
-def mask_loss(coeffs, protos, mask_loc, mask_target, mask_box, mask_weight):
-    """Per-instance mask BCE inside each object's box, at prototype resolution.
+def mask_loss(coeffs, protos, mask_loc, mask_target, mask_box, mask_weight, dice: float = 0.0):
+    """Per-instance mask BCE inside each object's box, at prototype resolution, plus ``dice`` times a
+    dice loss over the same cells (CondInst's form, ``1 - 2 sum(p t) / (sum p^2 + sum t^2)``): BCE
+    weighs every cell alike, dice the overlap that mask AP scores.
 
     Args:
         coeffs: (B, N, K) coefficients; protos: (B, h, w, K) prototypes.
         mask_loc: (B, P) sampled positive locations; mask_target: (B, P, h, w) object coverage.
         mask_box: (B, P, 4) object box in prototype cells; mask_weight: (B, P) 1 or 0 (padding).
+        dice: Weight of the dice term (0: BCE alone).
     """
     k = coeffs.shape[-1]
     idx = ops.repeat(ops.expand_dims(ops.cast(mask_loc, "int32"), -1), k, axis=-1)
@@ -239,6 +242,11 @@ def mask_loss(coeffs, protos, mask_loc, mask_target, mask_box, mask_weight):
     crop = in_y[..., :, None] * in_x[..., None, :]
     bce = _bce_logits(logits, mask_target)
     per = ops.sum(bce * crop, axis=(2, 3)) / ops.maximum(ops.sum(crop, axis=(2, 3)), 1.0)
+    if dice:
+        p = ops.sigmoid(logits) * crop
+        t = mask_target * crop
+        overlap = 2.0 * ops.sum(p * t, axis=(2, 3)) + 1.0
+        per = per + dice * (1.0 - overlap / (ops.sum(p * p, axis=(2, 3)) + ops.sum(t * t, axis=(2, 3)) + 1.0))
     return ops.sum(per * mask_weight) / ops.maximum(ops.sum(mask_weight), 1.0)
 
 

@@ -106,7 +106,8 @@ class OCRNetTrainer(keras.Model):
             total = total + w.semantic_aux * terms["aux"]
         if "mask_protos" in out:
             terms["mask"] = losses.mask_loss(
-                out["det_coeffs"], out["mask_protos"], y["mask_loc"], y["mask_target"], y["mask_box"], y["mask_weight"]
+                out["det_coeffs"], out["mask_protos"], y["mask_loc"], y["mask_target"], y["mask_box"], y["mask_weight"],
+                w.mask_dice,
             )
             total = total + w.mask * terms["mask"]
         for name, value in terms.items():

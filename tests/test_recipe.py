@@ -419,3 +419,29 @@ def test_objects_past_the_limit_are_ignored_not_taught_as_background():
     x, y = centres[:, 0], centres[:, 1]
     in_small = (x > small[0]) & (x < small[2]) & (y > small[1]) & (y < small[3])
     np.testing.assert_array_equal(dropped, in_small)
+
+
+def test_mask_dice_adds_the_overlap_the_bce_does_not_see():
+    from keras import ops
+
+    from ocrnet_edge.model.config import LossConfig
+    from ocrnet_edge.model.losses import mask_loss
+
+    h = w = 8
+    target = np.zeros((1, 1, h, w), np.float32)
+    target[..., 2:6, 2:6] = 1.0  # the object: 16 of the 64 cells, its box the whole map
+    box = np.array([[[0, 0, w, h]]], np.float32)
+    protos = target[0, 0][None, :, :, None] * 2.0 - 1.0  # one prototype: +1 on the object, -1 around it
+    args = (np.zeros((1, 1), np.int32), target, box, np.ones((1, 1), np.float32))
+
+    def loss(scale, dice):
+        coeffs = np.full((1, 1, 1), scale, np.float32)
+        return float(ops.convert_to_numpy(mask_loss(coeffs, protos, *args, dice=dice)))
+
+    assert loss(20.0, 1.0) == pytest.approx(loss(20.0, 0.0), abs=1e-3)  # a perfect mask: no dice to add
+    wrong = loss(-20.0, 1.0) - loss(-20.0, 0.0)  # the mask inverted: no overlap at all
+    assert wrong == pytest.approx(1.0, abs=0.02)
+    half = loss(0.0, 1.0) - loss(0.0, 0.0)  # p = 0.5 everywhere: 1 - 16 / (16 + 16), with the smoothing
+    assert half == pytest.approx(1 - 17 / 33, abs=1e-3)
+    with pytest.raises(InputError, match="mask_dice"):
+        LossConfig(mask_dice=-1.0)
