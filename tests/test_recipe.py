@@ -445,3 +445,25 @@ def test_mask_dice_adds_the_overlap_the_bce_does_not_see():
     assert half == pytest.approx(1 - 17 / 33, abs=1e-3)
     with pytest.raises(InputError, match="mask_dice"):
         LossConfig(mask_dice=-1.0)
+
+
+def test_photometric_is_the_colour_jitter_it_says():
+    from ocrnet_edge.model.augment import photometric
+
+    img = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    same = AugmentOptions(brightness=0.0, contrast=0.0, saturation=0.0, noise_p=0.0, blur_p=0.0)
+    assert np.array_equal(photometric(img, np.random.default_rng(0), same), img)
+    jitter = AugmentOptions(noise_p=0.0, blur_p=0.0)
+    for seed in range(4):
+        out = photometric(img, np.random.default_rng(seed), jitter)
+        rng = np.random.default_rng(seed)  # the same draws, in the same order, through the plain formula
+        a = 1.0 + rng.uniform(-jitter.contrast, jitter.contrast)
+        b = rng.uniform(-jitter.brightness, jitter.brightness)
+        sat = 1.0 + rng.uniform(-jitter.saturation, jitter.saturation)
+        f = img.astype(np.float64)
+        grey = f.mean(axis=2, keepdims=True)
+        want = np.clip((grey + (f - grey) * sat - 128.0) * a + 128.0 + b, 0, 255)
+        assert out.dtype == np.uint8 and out.shape == img.shape
+        assert np.abs(out - want).max() < 1.0  # within a grey level (OpenCV rounds in float32), saturated
+    noisy = photometric(img, np.random.default_rng(0), AugmentOptions(noise_p=1.0, blur_p=1.0))
+    assert noisy.dtype == np.uint8 and noisy.shape == img.shape
