@@ -286,8 +286,10 @@ class _History(keras.callbacks.Callback):
         stop = bool(self.cfg.patience and self.since_best >= self.cfg.patience)
         _atomic(self.out / "last.weights.h5", self.trainer.save_weights, suffix=".weights.h5")
         _atomic(self.out / "state.json", lambda p: Path(p).write_text(json.dumps(
-            {"epochs_done": epoch + 1, "steps_done": step, "round_steps": self.schedule.round_steps if self.schedule
-             else None, "best_score": self.best, "best_step": self.best_step, "since_best": self.since_best,
+            {"epochs_done": epoch + 1, "steps_done": step,
+             "round_steps": self.schedule.round_steps if self.schedule else None,
+             "total_steps": self.schedule.total_steps if self.schedule else None,
+             "best_score": self.best, "best_step": self.best_step, "since_best": self.since_best,
              "stopped_early": stop})), suffix=".json")
         if stop:
             print(f"stopping early at step {step}: validation has not improved for {self.since_best} validations "
@@ -377,7 +379,10 @@ def resumed_rounds(cfg: TrainConfig, state: dict) -> TrainConfig:
     """``cfg`` for resuming a run whose ``state.json`` is ``state``: with ``--steps`` and no ``--val-every``, the
     round length the run had. The rounds done are counted in it, and the automatic length follows ``--steps``
     (a twentieth of the run), so a resume asking for more steps would otherwise count them as longer than
-    they were and skip that much of the run."""
+    they were and skip that much of the run. A run whose length nobody gave keeps the length it was planned
+    with, should the automatic length have changed since."""
+    if state.get("total_steps") and not cfg.epochs and not cfg.steps:
+        cfg = dataclasses.replace(cfg, steps=int(state["total_steps"]))
     if state.get("round_steps") and not cfg.epochs and not cfg.val_every:
         return dataclasses.replace(cfg, val_every=int(state["round_steps"]))
     return cfg

@@ -36,7 +36,7 @@ def test_tiny_run_overfits_and_resumes(small_dataset, tmp_path):
         assert term in rows[0]
     assert json.loads((out / "config.json").read_text())["model"]["input_size"] == SMALL
     state = json.loads((out / "state.json").read_text())
-    assert (state["steps_done"], state["round_steps"]) == (STEPS, ROUND)
+    assert (state["steps_done"], state["round_steps"], state["total_steps"]) == (STEPS, ROUND, STEPS)
     net = load_model(model_path)
     assert net.input_shape[1:] == (SMALL, SMALL, 3)
 
@@ -61,6 +61,10 @@ def test_a_resume_asking_for_more_steps_keeps_the_runs_round_length():
     assert resumed_rounds(dataclasses.replace(cfg, val_every=5), state).val_every == 5  # chosen: kept
     assert resumed_rounds(dataclasses.replace(cfg, steps=0, epochs=3), state).val_every == 0  # epochs: a pass
     assert resumed_rounds(cfg, {"epochs_done": 4}) == cfg  # a state written before steps were recorded
+    # A run of automatic length keeps the length it was planned with (the rule may have changed since).
+    auto = dataclasses.replace(cfg, steps=0)
+    assert resumed_rounds(auto, {**state, "total_steps": 1000}).steps == 1000
+    assert resumed_rounds(cfg, {**state, "total_steps": 1000}).steps == 40  # --steps given: it decides
 
 
 def test_resume_refuses_other_architecture(small_dataset, tmp_path):
