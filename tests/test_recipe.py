@@ -51,6 +51,10 @@ def test_step_schedule_gives_a_small_set_more_epochs():
     assert small.passes > 10 * large.passes
     assert large.total_steps > small.total_steps
     assert small.rounds <= 20 and small.round_steps >= small.steps_per_pass
+    # A run that learns boxes alone (its steps cost about half) gets twice the steps; a large set still 20 passes.
+    boxes = ModelConfig(tasks=("detect",))
+    assert plan_schedule(SMALL_SET, TrainConfig(model=boxes)).total_steps == 2 * small.total_steps == 2000
+    assert plan_schedule(LARGE_SET, TrainConfig(model=boxes)).total_steps == large.total_steps
     # Counted in epochs, a run is what it always was: a pass between validations.
     by_epochs = plan_schedule(SMALL_SET, TrainConfig(epochs=30))
     assert (by_epochs.rounds, by_epochs.round_steps, by_epochs.total_steps) == (30, 3, 90)
