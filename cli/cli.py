@@ -552,8 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--size-preset", choices=["n", "s", "m"],
                    help="model size: neck, detection head, prototypes and OCR channels (n: the reference "
                    "model's; s and m: wider; the quarter/three-quarter split stays)")
-    t.add_argument("--steps", type=int, help="optimisation steps of the run (default: at least 1000 and at least "
-                   "20 passes over the data, so a small set trains for many passes)")
+    t.add_argument("--steps", type=int, help="optimisation steps of the run (default: at least 1000, 2000 when the data "
+                   "teaches boxes alone, and at least 20 passes over the data, so a small set trains for many passes)")
     t.add_argument("--epochs", type=int, help="passes over the data instead of --steps (validating after each)")
     t.add_argument("--val-every", type=int, metavar="STEPS",
                    help="steps between validations (default: a pass, and at least 1/20 of the run)")
