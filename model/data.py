@@ -23,9 +23,13 @@ Our own generated scenes are a COCO dataset::
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
+import sys
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -154,8 +158,39 @@ def truncated_jpeg(path: Path | str, tail: int = 65536) -> bool:
     return b"\xff\xd9" not in end[-16:]  # a few stray bytes after the marker are harmless
 
 
+def truncated_text(paths: list[str]) -> str:
+    """The line that names truncated JPEGs (``dataset`` and ``train`` print it)."""
+    return (f"truncated JPEGs (no end marker: they decode with grey rows where the file was cut; export them "
+            f"again): {len(paths)}: {', '.join(paths[:3])}" + (" ..." if len(paths) > 3 else ""))
+
+
+@functools.cache
+def known_truncated(path: str) -> bool:
+    """:func:`truncated_jpeg`, looked at once per file in a process (a training run reads each image hundreds
+    of times)."""
+    return truncated_jpeg(path)
+
+
+@contextmanager
+def _c_stderr_silenced():
+    """File descriptor 2 goes to the null device for the block: libjpeg writes its warnings there directly,
+    past Python's ``sys.stderr``."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def read_rgb(path: Path, reduce: int = 1) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 RGB, or raise :class:`InputError` naming the file.
+
+    A truncated JPEG (:func:`truncated_jpeg`) decodes without libjpeg's "Premature end of JPEG file" on the
+    terminal: training reads it once a pass, and ``train`` and ``dataset`` say once which files they are.
 
     Args:
         path: Image file.
@@ -163,7 +198,11 @@ def read_rgb(path: Path, reduce: int = 1) -> np.ndarray:
     """
     flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]
-    bgr = cv2.imread(str(path), flag)
+    if known_truncated(str(path)):
+        with _c_stderr_silenced():
+            bgr = cv2.imread(str(path), flag)
+    else:
+        bgr = cv2.imread(str(path), flag)
     if bgr is None:
         if not Path(path).exists():
             raise InputError(f"{path}: image file not found")

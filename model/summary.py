@@ -19,7 +19,7 @@ from ocrnet_edge.runtime.errors import OutputError
 from ocrnet_edge.runtime.io.draw import colour, drawable
 
 from .config import ModelConfig, aspect_input_size
-from .data import IGNORE, Dataset, Placement, render, truncated_jpeg
+from .data import IGNORE, Dataset, Placement, render, truncated_jpeg, truncated_text
 from .formats import available_splits, read_any
 
 SIZE_BINS = ((0, 32), (32, 96), (96, 1 << 30))
@@ -136,9 +136,7 @@ def format_summary(doc: dict) -> str:
             kind = "difficult objects" if doc.get("format") == "voc" else "crowd regions"
             lines.append(f"  {kind} (ignored in training and scoring): {d['crowd_regions']}")
         if d.get("truncated_jpegs"):
-            t = d["truncated_jpegs"]
-            lines.append(f"  truncated JPEGs (no end marker: they decode with grey rows where the file was cut; "
-                         f"export them again): {len(t)}: {', '.join(t[:3])}" + (" ..." if len(t) > 3 else ""))
+            lines.append("  " + truncated_text(d["truncated_jpegs"]))
         lines.append(f"  images without labels: {d['images_without_labels']}"
                      + (" (taught as: nothing to detect here)" if d["images_without_labels"] and things else ""))
         lines.append("  teaches: " + "; ".join(f"{k}: {v}" for k, v in d["teaches"].items()))

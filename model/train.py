@@ -45,7 +45,7 @@ from .config import (
     to_dict,
     train_config_from_dict,
 )
-from .data import Dataset, Record, Rendered, holdout_split, load_dataset, read_rgb, render
+from .data import Dataset, Record, Rendered, holdout_split, known_truncated, load_dataset, read_rgb, render, truncated_text
 from .io import save_model
 from .network import AUX_COARSE, build_ocrnet
 from .pretrained import backbone_variables
@@ -617,6 +617,9 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
                                                       if model_cfg.stuff_names else "")
           + f"; heads: {', '.join(model_cfg.tasks)}; backbone {model_cfg.backbone} width {model_cfg.width:g}; "
           f"augmentation {'on' if augment else 'off (flips only)'}")
+    truncated = [str(r.path) for r in train_set.records if known_truncated(str(r.path))]
+    if truncated:  # read_rgb keeps libjpeg quiet about them from here on
+        print(truncated_text(truncated))
 
     schedule = plan_schedule(len(train_set), cfg)
     batches = Batches(train_set, cfg, AugmentOptions(enabled=augment, flip=cfg.flip), round_steps=schedule.round_steps)

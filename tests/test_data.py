@@ -129,3 +129,36 @@ def test_truncated_jpegs_are_found_and_named_by_dataset(tmp_path):
     doc = summarize(path)
     assert doc["splits"]["all"]["truncated_jpegs"] == [str(images[0])]
     assert "truncated JPEGs (no end marker" in format_summary(doc) and images[0].name in format_summary(doc)
+
+
+DECODE_TWICE = """
+import sys
+import cv2
+from ocrnet_edge.model.data import read_rgb
+path = sys.argv[1]
+sys.stderr.write("[opencv]\\n"); sys.stderr.flush()
+cv2.imread(path)
+sys.stderr.write("[read_rgb]\\n"); sys.stderr.flush()
+image = read_rgb(path)
+sys.stderr.write("[after]\\n"); sys.stderr.flush()
+print(image.shape)
+"""
+
+
+def test_truncated_jpeg_decodes_without_libjpeg_warning_each_time(tmp_path):
+    """Training reads each image once a pass; libjpeg's "Premature end of JPEG file" for a cut-off file
+    would fill the terminal (kangaroo's 00090.jpg: 21 lines in 300 steps). read_rgb keeps it quiet and the
+    stream works again after it."""
+    import subprocess
+    import sys
+
+    path = write_scenes(tmp_path / "d", 1, seed=2, size=SMALL, progress=False)
+    image = next((path / "images").glob("*.jpg"))
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    r = subprocess.run([sys.executable, "-c", DECODE_TWICE, str(image)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    err = r.stderr
+    opencv, ours = err[err.index("[opencv]"):err.index("[read_rgb]")], err[err.index("[read_rgb]"):err.index("[after]")]
+    assert "Premature end of JPEG file" in opencv, "control: OpenCV alone prints libjpeg's warning"
+    assert "JPEG" not in ours
+    assert "[after]" in err and r.stdout.strip() == f"({SMALL}, {SMALL}, 3)"
