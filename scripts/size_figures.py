@@ -1,5 +1,6 @@
 """Model sizes for the README (maintainer tooling, not installed): for each ``--size-preset`` on a backbone, and
-the reference model's architecture, MACs and parameters, the int8 file size, the converter's Edge TPU check,
+the reference model's architecture (and the default's model for a set with boxes alone, at the inputs
+``train`` gives it), MACs and parameters, the int8 file size, the converter's Edge TPU check,
 int8 invoke time measured interleaved in one process with ratios to the reference model, and the peak RSS of
 ``ocrnet-edge run`` on each file in its own process.
 
@@ -12,6 +13,7 @@ time do not depend on the weights).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,22 +31,29 @@ ROWS = [("reference", "compact", 1.0, None, 8), ("n", "mobilenet_v2", 1.0, "n", 
 width 0.5 in DeepLab's channel layout (divisor 1), that of the bundled pretrained file."""
 DEFAULT_ROW = ROWS[4]
 """The default on photographs (``model.train.photo_defaults``)."""
+BOX_ROWS = [(("s, boxes alone", "mobilenet_v2", 0.5, "s", 1), None), (("s, boxes alone", "mobilenet_v2", 0.5, "s", 1), 416),
+            (("s, boxes alone", "mobilenet_v2", 0.5, "s", 1), (512, 384)),
+            (("s, boxes alone", "mobilenet_v2", 1.0, "s", 8), None)]
+"""(row, input or None for ``--size``): the model ``train`` builds for a set with boxes only (the detection head
+alone, one class), at the inputs the default gives it (``model.config.BOXES_ALONE_SIDE``: 416, 512x384 for 4:3
+photos)."""
 
 
 def main() -> None:
     from ocrnet_edge.model.config import ModelConfig
 
     args = parse_args(__doc__)
+    specs = [(row, args.size) for row in ROWS] + [(row, size or args.size) for row, size in BOX_ROWS]
+    specs += [(DEFAULT_ROW, shape) for shape in args.shapes]
     models = []
-    for label, backbone, width, preset, divisor in ROWS:
-        cfg = ModelConfig(input_size=args.size, backbone=backbone, width=width, channel_divisor=divisor)
-        models.append((f"{label}_{backbone}_{width:g}", cfg.with_preset(preset) if preset else cfg))
-    rows_spec = list(ROWS)
-    for shape in args.shapes:
-        label, backbone, width, preset, divisor = DEFAULT_ROW
-        cfg = ModelConfig(input_size=shape, backbone=backbone, width=width, channel_divisor=divisor).with_preset(preset)
-        models.append((f"{label}_{backbone}_{width:g}", cfg))
-        rows_spec.append(DEFAULT_ROW)
+    for (label, backbone, width, preset, divisor), size in specs:
+        cfg = ModelConfig(input_size=size, backbone=backbone, width=width, channel_divisor=divisor)
+        cfg = cfg.with_preset(preset) if preset else cfg
+        if "boxes alone" in label:
+            cfg = dataclasses.replace(cfg, tasks=("detect",), class_names=("object",))
+        name = label.replace(", boxes alone", "_boxes")
+        models.append((f"{name}_{backbone}_{width:g}", cfg))
+    rows_spec = [row for row, _ in specs]
     rows = measure(models, args)
     for (label, backbone, width, preset, divisor), (_, cfg), r in zip(rows_spec, models, rows):
         r.update(label=label, input=size_text(cfg.input_size), backbone=backbone, width=width, preset=preset,
