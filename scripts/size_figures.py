@@ -1,6 +1,6 @@
 """Model sizes for the README (maintainer tooling, not installed): for each ``--size-preset`` on a backbone, and
-the reference model's architecture (and the default's model for a set with boxes alone, at the inputs
-``train`` gives it), MACs and parameters, the int8 file size, the converter's Edge TPU check,
+the reference model's architecture (and the default's model for a set with boxes alone, at ``--size``
+and larger inputs), MACs and parameters, the int8 file size, the converter's Edge TPU check,
 int8 invoke time measured interleaved in one process with ratios to the reference model, and the peak RSS of
 ``ocrnet-edge run`` on each file in its own process.
 
@@ -35,8 +35,8 @@ BOX_ROWS = [(("s, boxes alone", "mobilenet_v2", 0.5, "s", 1), None), (("s, boxes
             (("s, boxes alone", "mobilenet_v2", 0.5, "s", 1), (512, 384)),
             (("s, boxes alone", "mobilenet_v2", 1.0, "s", 8), None)]
 """(row, input or None for ``--size``): the model ``train`` builds for a set with boxes only (the detection head
-alone, one class), at the inputs the default gives it (``model.config.BOXES_ALONE_SIDE``: 416, 512x384 for 4:3
-photos)."""
+alone, one class) at ``--size``, and at 416 and 512x384, the inputs of the "Box sets at 416" runs (docs/recipe_runs.md;
+measured, not adopted); the last row is the same model on the width-1.0 backbone."""
 
 
 def main() -> None:
