@@ -92,7 +92,10 @@ def available_splits(path: Path) -> tuple[str, ...]:
     if kind == "coco":
         return tuple(coco_split_files(found if found is not None else path))
     if kind == "labelmap":
-        splits = tuple(s for s in ("train", "val", "test") if (path / "images" / s).is_dir())
+        splits = tuple(s for s in ("train", "val", "test")
+                       if any((path / "images" / d).is_dir() for d in SPLIT_DIRS[s]))
+        if not splits and labelmap_lists(path):
+            splits = ("train", *(s for s in ("val", "test") if s in labelmap_lists(path)))
         return splits or ("all",)
     if kind == "voc":
         return voc_splits(found)
@@ -576,8 +579,57 @@ def _yolo_labels(path: Path, n_classes: int, w: int, h: int) -> tuple[list, list
 
 # ---------------------------------------------------------------- semantic label maps
 
+LABEL_MAP_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
+
+
+def labelmap_lists(root: Path) -> dict[str, Path]:
+    """The split lists of a label-map dataset: ``train.txt``, ``val.txt`` (or ``valid.txt``,
+    ``validation.txt``), ``test.txt`` beside ``classes.txt``, one image per line."""
+    found = {}
+    for split, names in SPLIT_DIRS.items():
+        hit = next((root / f"{n}.txt" for n in names if (root / f"{n}.txt").is_file()), None)
+        if hit is not None:
+            found[split] = hit
+    return found
+
+
+def _read_split_list(path: Path, images: dict[Path, Path]) -> tuple[list[Path], list[Problem]]:
+    """The image keys a split list names, in its order. A line names an image by its stem (``0042``), its file
+    name or its path under the root or ``images/`` (``images/a/0042.jpg``); only its first word counts, so the
+    ``image label`` pairs of SegNet's CamVid lists read too. Blank lines and ``#`` comments are skipped."""
+    by_name: dict[str, list[Path]] = {}
+    for key in images:
+        by_name.setdefault(key.name, []).append(key)
+    keys, problems, seen = [], [], set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read this split list ({e})") from None
+    for n, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        p = Path(line.split()[0].replace("\\", "/"))
+        if p.suffix.lower() in IMAGE_SUFFIXES + LABEL_MAP_SUFFIXES:
+            p = p.with_suffix("")
+        parts = p.parts[1:] if p.parts[:1] == ("images",) else p.parts
+        key = Path(*parts) if parts else p
+        if key not in images:
+            named = by_name.get(p.name, [])
+            key = named[0] if len(named) == 1 else None
+        if key is None:
+            problems.append(Problem(path, f"{path}, line {n}: {line.split()[0]!r} names no image in images/ "
+                                          "(give its stem, file name or path under images/)"))
+        elif key not in seen:
+            seen.add(key)
+            keys.append(key)
+    return keys, problems
+
+
 def read_labelmaps(root: Path, split: str = "all", check_images: bool = True) -> Dataset:
-    """Read ``images/`` + ``labels/`` + ``classes.txt`` (every class a region class)."""
+    """Read ``images/`` + ``labels/`` + ``classes.txt`` (every class a region class). Splits come from
+    ``images/{train,val,test}/`` folders (with ``labels/`` alike) or from split lists (``labelmap_lists``); with
+    lists, ``train`` is ``train.txt``, or every image that no other list names when there is none."""
     import cv2
 
     try:
@@ -602,16 +654,36 @@ def read_labelmaps(root: Path, split: str = "all", check_images: bool = True) ->
             k += 1
     img_dir, lab_dir = root / "images", root / "labels"
     sub = next((d for d in SPLIT_DIRS.get(split, ()) if (img_dir / d).is_dir()), None)
+    lists = labelmap_lists(root) if sub is None else {}
     if sub is not None:
         img_dir, lab_dir = img_dir / sub, lab_dir / sub
-    elif split not in ("all", "train"):
-        raise InputError(f"{root}: no images/{split} folder for the {split} split")
+    elif split not in ("all", "train") and split not in lists:
+        raise InputError(f"{root}: no {split} split (neither an images/{split} folder nor a {split}.txt list)")
     images = {p.relative_to(img_dir).with_suffix(""): p for p in sorted(img_dir.rglob("*"))
               if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
     labels = {p.relative_to(lab_dir).with_suffix(""): p for p in sorted(lab_dir.rglob("*"))
-              if p.is_file() and p.suffix.lower() in (".png", ".bmp", ".tif", ".tiff")}
+              if p.is_file() and p.suffix.lower() in LABEL_MAP_SUFFIXES}
     problems: list[Problem] = []
     notes = []
+    if lists and split != "all":
+        listed = {}
+        for name, path in lists.items():
+            listed[name], bad = _read_split_list(path, images)
+            if name == split:
+                problems += bad
+        if split in listed:
+            keep = set(listed[split])
+            notes.append(f"the {split} split is the {len(keep)} image(s) {lists[split].name} names")
+        else:
+            keep = set(images).difference(*listed.values())
+            notes.append(f"the train split is the {len(keep)} image(s) that "
+                         f"{' and '.join(p.name for p in lists.values())} do not name")
+        others = set().union(*(set(v) for k, v in listed.items() if k != split))
+        if keep & others:
+            notes.append(f"{len(keep & others)} image(s) of the {split} split are also in another split list "
+                         "(figures on them are not held out)")
+        images = {k: v for k, v in images.items() if k in keep}
+        labels = {k: v for k, v in labels.items() if k in keep}
     for stem in sorted(set(labels) - set(images)):
         problems.append(Problem(labels[stem], f"{labels[stem]}: label map without an image (no images/{stem}.*)"))
     unlabelled = sorted(set(images) - set(labels))

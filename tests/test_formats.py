@@ -165,6 +165,51 @@ def test_label_map_dataset(tmp_path):
     assert (r.semantic[:8] == IGNORE).all() and (r.semantic[10:20] == 2).all()
 
 
+def _label_map_set(root, stems):
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("background\nperson\n")
+    for i, stem in enumerate(stems):
+        lab = np.zeros((40, 60), np.uint8)
+        lab[: 4 + i] = 1
+        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), np.full((40, 60, 3), 90, np.uint8))
+        cv2.imwrite(str(root / "labels" / f"{stem}.png"), lab)
+
+
+def test_label_maps_split_by_lists_beside_classes_txt(tmp_path):
+    # The layout of shared/data/human-seg and of many label-map sets: flat images/ and labels/ with train.txt and
+    # val.txt naming the images; lines by stem, file name, path under images/, SegNet's "image label" pairs.
+    root = tmp_path / "seg"
+    _label_map_set(root, ["1", "2", "3", "10", "11", "12"])
+    (root / "train.txt").write_text("1\n2.jpg\n# a comment\n\nimages/3.jpg\n")
+    (root / "val.txt").write_text("/data/images/10.jpg /data/labels/10.png\n11\n")
+    assert available_splits(root) == ("train", "val")
+    train, val = load_dataset(root, split="train"), load_dataset(root, split="val")
+    assert sorted(r.path.stem for r in train.records) == ["1", "2", "3"]
+    assert sorted(r.path.stem for r in val.records) == ["10", "11"]
+    assert all(r.semantic_path.stem == r.path.stem for r in train.records + val.records)
+    assert any("val.txt names" in n for n in val.notes)
+    # Without train.txt the train split is every image that no other list names.
+    (root / "train.txt").unlink()
+    assert available_splits(root) == ("train", "val")
+    assert sorted(r.path.stem for r in load_dataset(root, split="train").records) == ["1", "12", "2", "3"]
+    # An image in two lists is said, since its validation figures are not held out.
+    (root / "train.txt").write_text("1\n10\n")
+    assert any("also in another split list" in n for n in load_dataset(root, split="train").notes)
+    # No test list: one line, not an empty split.
+    with pytest.raises(InputError, match="no test split"):
+        load_dataset(root, split="test")
+
+
+def test_a_split_list_line_naming_no_image_is_one_line_with_file_and_line(tmp_path):
+    root = tmp_path / "seg"
+    _label_map_set(root, ["a", "b"])
+    (root / "val.txt").write_text("a\nmissing_photo\n")
+    with pytest.raises(InputError, match=r"val\.txt, line 2: 'missing_photo' names no image in images/"):
+        load_dataset(root, split="val")
+    assert len(load_dataset(root, split="val", skip_bad=True)) == 1
+
+
 def test_class_selection_orders_and_drops(yolo_dir, capsys):
     ds = load_dataset(yolo_dir, ("palette", USER_REGION, "Gabelstapler"), strict_classes=True, quiet=False)
     assert ds.thing_classes == ("palette", "Gabelstapler") and ds.stuff_classes == (USER_REGION,)
