@@ -92,6 +92,8 @@ def available_splits(path: Path) -> tuple[str, ...]:
     if kind == "coco":
         return tuple(coco_split_files(found if found is not None else path))
     if kind == "labelmap":
+        if segnet_dirs(path) and not (path / "images").is_dir():
+            return tuple(segnet_dirs(path))
         splits = tuple(s for s in ("train", "val", "test")
                        if any((path / "images" / d).is_dir() for d in SPLIT_DIRS[s]))
         if not splits and labelmap_lists(path):
@@ -133,6 +135,8 @@ def _locate(path: Path) -> tuple[str, Path | VocLayout | None]:
             return "yolo", path / name
     if (path / "classes.txt").is_file() and (path / "labels").is_dir() and (path / "images").is_dir():
         return "labelmap", None
+    if (path / "classes.txt").is_file() and segnet_dirs(path):
+        return "labelmap", None
     voc = find_voc(path, loose=False)  # Annotations/*.xml: VOC even if a stray .json lies beside it
     if voc is not None:
         return "voc", voc
@@ -144,6 +148,12 @@ def _locate(path: Path) -> tuple[str, Path | VocLayout | None]:
     yamls = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))
     if len(yamls) == 1:
         return "yolo", yamls[0]
+    if segnet_dirs(path):
+        folders = ", ".join(d.name + "/" for d, _ in segnet_dirs(path).values())
+        raise InputError(f"{path}: label maps in SegNet's layout ({folders} with their *annot/ folders) need a "
+                         "classes.txt beside them, line k naming label id k (for "
+                         "CamVid's 11 classes: Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, "
+                         "Pedestrian, Bicyclist, then void for its id 11)")
     # The VOC devkit's root (VOCdevkit/ holding VOC2007/, VOC2012/): name the year folders to pass instead.
     years = sorted(d.name for d in path.iterdir() if d.is_dir() and (d / "Annotations").is_dir())
     if years:
@@ -580,6 +590,20 @@ def _yolo_labels(path: Path, n_classes: int, w: int, h: int) -> tuple[list, list
 # ---------------------------------------------------------------- semantic label maps
 
 LABEL_MAP_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
+VOID_NAMES = ("void", "unlabelled", "unlabeled", "ignore")
+"""Names of a ``classes.txt`` line whose id teaches nothing, like 255: CamVid's 11-class maps mark their
+unlabelled pixels 11 (``void``), not 255."""
+
+
+def segnet_dirs(root: Path) -> dict[str, tuple[Path, Path]]:
+    """The (images, label maps) folders of each split in SegNet's layout, as its CamVid ships: ``train/`` with
+    ``trainannot/``, ``val/`` with ``valannot/``, ``test/`` with ``testannot/``."""
+    found = {}
+    for split, names in SPLIT_DIRS.items():
+        d = next((root / n for n in names if (root / n).is_dir() and (root / f"{n}annot").is_dir()), None)
+        if d is not None:
+            found[split] = (d, d.with_name(d.name + "annot"))
+    return found
 
 
 def labelmap_lists(root: Path) -> dict[str, Path]:
@@ -643,10 +667,13 @@ def read_labelmaps(root: Path, split: str = "all", check_images: bool = True) ->
     if len(classes) > 255:
         raise InputError(f"{root / 'classes.txt'}: at most 255 classes (255 is the ignore id)")
     bg = [i for i, c in enumerate(classes) if c.lower() == "background"]
-    stuff = tuple(c for i, c in enumerate(classes) if i not in bg)
+    void = [i for i, c in enumerate(classes) if c.lower() in VOID_NAMES]
+    stuff = tuple(c for i, c in enumerate(classes) if i not in bg and i not in void)
     lut = np.full(256, IGNORE, np.uint8)
     k = 0
     for i in range(len(classes)):
+        if i in void:
+            continue
         if i in bg:
             lut[i] = 0
         else:
@@ -655,7 +682,13 @@ def read_labelmaps(root: Path, split: str = "all", check_images: bool = True) ->
     img_dir, lab_dir = root / "images", root / "labels"
     sub = next((d for d in SPLIT_DIRS.get(split, ()) if (img_dir / d).is_dir()), None)
     lists = labelmap_lists(root) if sub is None else {}
-    if sub is not None:
+    segnet = segnet_dirs(root) if not img_dir.is_dir() else {}
+    if segnet:
+        key = "train" if split == "all" else split
+        if key not in segnet:
+            raise InputError(f"{root}: no {split} split (no {split}/ folder with its {split}annot/)")
+        (img_dir, lab_dir), lists = segnet[key], {}
+    elif sub is not None:
         img_dir, lab_dir = img_dir / sub, lab_dir / sub
     elif split not in ("all", "train") and split not in lists:
         raise InputError(f"{root}: no {split} split (neither an images/{split} folder nor a {split}.txt list)")
@@ -664,7 +697,7 @@ def read_labelmaps(root: Path, split: str = "all", check_images: bool = True) ->
     labels = {p.relative_to(lab_dir).with_suffix(""): p for p in sorted(lab_dir.rglob("*"))
               if p.is_file() and p.suffix.lower() in LABEL_MAP_SUFFIXES}
     problems: list[Problem] = []
-    notes = []
+    notes = [f"class {classes[i]!r} (id {i}) teaches nothing, as 255" for i in void]
     if lists and split != "all":
         listed = {}
         for name, path in lists.items():
@@ -685,7 +718,8 @@ def read_labelmaps(root: Path, split: str = "all", check_images: bool = True) ->
         images = {k: v for k, v in images.items() if k in keep}
         labels = {k: v for k, v in labels.items() if k in keep}
     for stem in sorted(set(labels) - set(images)):
-        problems.append(Problem(labels[stem], f"{labels[stem]}: label map without an image (no images/{stem}.*)"))
+        problems.append(Problem(labels[stem], f"{labels[stem]}: label map without an image "
+                                               f"(no {img_dir.relative_to(root) / stem}.*)"))
     unlabelled = sorted(set(images) - set(labels))
     if unlabelled:
         notes.append(f"{len(unlabelled)} image(s) without a label map are not used (first: {images[unlabelled[0]]})")
@@ -714,7 +748,8 @@ def read_labelmaps(root: Path, split: str = "all", check_images: bool = True) ->
         bad = [int(v) for v in vals if v >= len(classes) and v != IGNORE]
         if bad:
             problems.append(Problem(lp, f"{lp}: label values {bad[:8]} outside the {len(classes)} classes of "
-                                        "classes.txt (ids 0.." f"{len(classes) - 1}, 255 = ignore)"))
+                                        "classes.txt (ids 0.." f"{len(classes) - 1}, 255 = ignore; a line named "
+                                        "void there makes its id teach nothing)"))
             continue
         records.append(Record(image_id=i + 1, path=ip, width=size[0], height=size[1],
                               categories=np.zeros(0, np.int32), boxes=np.zeros((0, 4), np.float32),

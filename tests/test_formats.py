@@ -210,6 +210,53 @@ def test_a_split_list_line_naming_no_image_is_one_line_with_file_and_line(tmp_pa
     assert len(load_dataset(root, split="val", skip_bad=True)) == 1
 
 
+def test_a_void_line_in_classes_txt_teaches_nothing_like_255(tmp_path):
+    # CamVid's 11-class maps mark unlabelled pixels 11, not 255: a 12th line "void" must not become a class.
+    root = tmp_path / "camvid"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("sky\nroad\nvoid\n")
+    lab = np.zeros((40, 60), np.uint8)
+    lab[20:] = 1
+    lab[:, :10] = 2
+    cv2.imwrite(str(root / "images" / "f.png"), np.full((40, 60, 3), 90, np.uint8))
+    cv2.imwrite(str(root / "labels" / "f.png"), lab)
+    ds = load_dataset(root)
+    assert ds.stuff_classes == ("sky", "road") and any("'void' (id 2) teaches nothing" in n for n in ds.notes)
+    sem = ds.records[0].semantic()
+    assert (sem[:, :10] == IGNORE).all() and (sem[:20, 10:] == 1).all() and (sem[20:, 10:] == 2).all()
+    # Without the line, id 2 is outside the classes: one line that says how to mark it.
+    (root / "classes.txt").write_text("sky\nroad\n")
+    with pytest.raises(InputError, match="a line named void"):
+        load_dataset(root)
+
+
+def test_segnet_camvid_layout_reads_with_a_classes_txt(tmp_path):
+    # SegNet's CamVid: train/ + trainannot/, val/ + valannot/, same file names, void as id 11.
+    root = tmp_path / "CamVid"
+    for split, n in (("train", 3), ("val", 2)):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for i in range(n):
+            lab = np.full((36, 48), 3, np.uint8)
+            lab[:10] = 0
+            lab[:, :4] = 11
+            cv2.imwrite(str(root / split / f"{split}_{i}.png"), np.full((36, 48, 3), 70, np.uint8))
+            cv2.imwrite(str(root / f"{split}annot" / f"{split}_{i}.png"), lab)
+    with pytest.raises(InputError, match=r"SegNet's layout \(train/, val/ .*need a classes.txt"):
+        load_dataset(root)
+    names = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+             "Bicyclist", "void"]
+    (root / "classes.txt").write_text("\n".join(names) + "\n")
+    assert available_splits(root) == ("train", "val")
+    train, val = load_dataset(root, split="train"), load_dataset(root, split="val")
+    assert len(train) == 3 and len(val) == 2 and train.stuff_classes == tuple(names[:11])
+    sem = val.records[0].semantic()
+    assert (sem[:, :4] == IGNORE).all() and (sem[:10, 4:] == 1).all() and (sem[10:, 4:] == 4).all()
+    with pytest.raises(InputError, match="no test split"):
+        load_dataset(root, split="test")
+
+
 def test_class_selection_orders_and_drops(yolo_dir, capsys):
     ds = load_dataset(yolo_dir, ("palette", USER_REGION, "Gabelstapler"), strict_classes=True, quiet=False)
     assert ds.thing_classes == ("palette", "Gabelstapler") and ds.stuff_classes == (USER_REGION,)
