@@ -84,6 +84,7 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
     for r in ds.records:
         for sid in {sid for sid, _ in r.stuff}:
             stuff_images[ds.semantic_classes[sid]] += 1
+    pixels = label_map_pixels(ds) if ds.format == "labelmap" else None
     sup = {t: ds.supports(t) for t in ("boxes", "masks", "semantic")}
     truncated = [str(r.path) for r in ds.records if truncated_jpeg(r.path)]
     size, why = training_input(ds)
@@ -94,6 +95,7 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
         "crowd_regions": crowd,
         "region_classes_in_images": {n: stuff_images.get(n, 0) for n in ds.stuff_classes} if ds.format != "labelmap"
         else None,
+        "region_pixels": pixels,
         "object_sizes_at_input": {n: sizes.get(n, 0) for n in SIZE_NAMES},
         "input_size": size_json(input_size),
         "training_input": shape,
@@ -108,6 +110,27 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
         },
         "notes": list(ds.notes),
     }
+
+
+RARE_SHARE = 0.01
+"""A region class under this share of a split's labelled pixels is named as rare by ``dataset``: thin and small
+classes (poles, signs) are the ones a semantic map loses first, so their IoU in ``eval`` is the one to watch."""
+
+
+def label_map_pixels(ds: Dataset) -> dict:
+    """Per semantic class of a label-map split: its share of the labelled pixels (255 and void left out) and the
+    number of images showing it."""
+    names = ds.semantic_classes
+    counts = np.zeros(len(names), np.int64)
+    images = np.zeros(len(names), np.int64)
+    for r in ds.records:
+        sem = r.semantic()
+        c = np.bincount(sem[sem != IGNORE].ravel(), minlength=len(names))[: len(names)]
+        counts += c
+        images += c > 0
+    total = max(1, int(counts.sum()))
+    return {n: {"share": round(float(counts[i]) / total, 5), "images": int(images[i])}
+            for i, n in enumerate(names) if n != "background" or counts[i]}
 
 
 def format_summary(doc: dict) -> str:
@@ -132,6 +155,16 @@ def format_summary(doc: dict) -> str:
         if d.get("region_classes_in_images"):
             lines.append("  images showing each region class: "
                          + ", ".join(f"{n}: {c}" for n, c in d["region_classes_in_images"].items()))
+        if d.get("region_pixels"):
+            lines.append("  labelled pixels per class (share, images): "
+                         + ", ".join(f"{n} {v['share']:.1%} ({v['images']})" for n, v in d["region_pixels"].items()))
+            absent = [n for n, v in d["region_pixels"].items() if not v["images"]]
+            rare = [n for n, v in d["region_pixels"].items() if v["images"] and v["share"] < RARE_SHARE]
+            if absent:
+                lines.append(f"  classes in no image of this split: {', '.join(absent)}")
+            if rare:
+                lines.append(f"  rare classes (under {RARE_SHARE:.0%} of the pixels): {', '.join(rare)}; thin and small "
+                             "classes are the first a semantic map loses: watch their IoU in eval")
         if d["crowd_regions"]:
             kind = "difficult objects" if doc.get("format") == "voc" else "crowd regions"
             lines.append(f"  {kind} (ignored in training and scoring): {d['crowd_regions']}")

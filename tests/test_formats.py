@@ -257,6 +257,30 @@ def test_segnet_camvid_layout_reads_with_a_classes_txt(tmp_path):
         load_dataset(root, split="test")
 
 
+def test_dataset_names_rare_and_absent_region_classes_of_label_maps(tmp_path):
+    # Thin classes (a pole) are the first a semantic map loses: `dataset` gives each class's share of the labelled
+    # pixels, leaving out 255 and void, and names the rare ones and those in no image.
+    from ocrnet_edge.model.summary import format_summary, summarize
+
+    root = tmp_path / "street"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("sky\nroad\npole\ncar\nvoid\n")
+    for i in range(2):
+        lab = np.zeros((50, 100), np.uint8)
+        lab[25:] = 1
+        lab[10:30, 50] = 2  # 20 of 5,000 pixels: 0.4%
+        lab[:, :10] = 4 if i else 255
+        cv2.imwrite(str(root / "images" / f"{i}.jpg"), np.full((50, 100, 3), 90, np.uint8))
+        cv2.imwrite(str(root / "labels" / f"{i}.png"), lab)
+    doc = summarize(root)
+    px = doc["splits"]["all"]["region_pixels"]
+    assert px["pole"] == {"share": round(40 / 9000, 5), "images": 2} and px["car"]["images"] == 0
+    assert abs(sum(v["share"] for v in px.values()) - 1) < 1e-3
+    text = format_summary(doc)
+    assert "rare classes (under 1% of the pixels): pole;" in text and "classes in no image of this split: car" in text
+
+
 def test_class_selection_orders_and_drops(yolo_dir, capsys):
     ds = load_dataset(yolo_dir, ("palette", USER_REGION, "Gabelstapler"), strict_classes=True, quiet=False)
     assert ds.thing_classes == ("palette", "Gabelstapler") and ds.stuff_classes == (USER_REGION,)
