@@ -46,7 +46,7 @@ from .config import (
     train_config_from_dict,
 )
 from .data import Dataset, Record, Rendered, holdout_split, known_truncated, load_dataset, read_rgb, render, truncated_text
-from .io import save_model
+from .io import cache_keras_skipsets, save_model
 from .network import AUX_COARSE, build_ocrnet
 from .pretrained import backbone_variables
 from .targets import image_targets
@@ -284,6 +284,7 @@ class _History(keras.callbacks.Callback):
                 save_model(self.trainer.net, self.cfg.model, self.out / "model.keras", data=self.data)
         self.since_best = 0 if improved or score is None else self.since_best + 1
         stop = bool(self.cfg.patience and self.since_best >= self.cfg.patience)
+        cache_keras_skipsets()
         _atomic(self.out / "last.weights.h5", self.trainer.save_weights, suffix=".weights.h5")
         _atomic(self.out / "state.json", lambda p: Path(p).write_text(json.dumps(
             {"epochs_done": epoch + 1, "steps_done": step,

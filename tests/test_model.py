@@ -84,6 +84,31 @@ def test_save_and_load_in_safe_mode(tmp_path):
         np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), atol=1e-5)
 
 
+def test_saving_and_loading_build_no_throwaway_layers(tmp_path, monkeypatch):
+    """Keras caches its attribute skip-sets under a name it never reads (model.io.cache_keras_skipsets): without
+    our cache every saved or loaded layer builds a plain Layer() to list attributes, thousands per save."""
+    from keras.src.layers.layer import Layer
+
+    from ocrnet_edge.model.io import save_model
+
+    cfg = ModelConfig(input_size=SMALL)
+    net = build_ocrnet(cfg, batch_size=1)
+    built = []
+    real_init = Layer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        if type(self) is Layer:
+            built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Layer, "__init__", counting_init)
+    path = tmp_path / "m.keras"
+    save_model(net, cfg, path)
+    net.save_weights(tmp_path / "m.weights.h5")
+    load_model(path)
+    assert not built, f"{len(built)} throwaway Layer() built while saving and loading"
+
+
 def test_load_model_bad_input(tmp_path):
     with pytest.raises(InputError, match="model file not found"):
         load_model(tmp_path / "missing.keras")
