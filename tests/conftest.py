@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -58,39 +60,75 @@ TINY = _tiny()
 CALIB_IMAGES = 24
 
 
+def built_once(tmp_path_factory, worker_id: str, name: str, build):
+    """A session resource built once for all pytest-xdist workers: the first to ask builds it into a folder of the
+    run's shared temporary root, under a lock, and leaves it pickled there; the other workers wait for the lock and
+    read it. A conversion costs half a minute; built once per worker, each session paid for it twice. Without
+    xdist (``OCRNET_TEST_WORKERS=0``) it is simply built.
+
+    Args:
+        name: Folder and file stem of the resource.
+        build: ``build(folder) -> value``; the value must pickle.
+    """
+    if worker_id == "master":
+        return build(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent  # one per run, shared by its workers
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = root / f"{name}.pickle"
+        if done.is_file():
+            return pickle.loads(done.read_bytes())
+        folder = root / name
+        shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed to build left
+        folder.mkdir()
+        value = build(folder)
+        done.write_bytes(pickle.dumps(value))
+        return value
+
+
 @pytest.fixture(scope="session")
-def calib_dir(tmp_path_factory):
+def calib_dir(tmp_path_factory, worker_id):
     """A small calibration folder: photos and scenes from the repository's calibration_data."""
-    d = tmp_path_factory.mktemp("calib")
-    files = sorted((REPO / "calibration_data").glob("*.jpg"))
-    for f in files[:8] + files[-(CALIB_IMAGES - 8):]:
-        shutil.copy(f, d / f.name)
-    return d
+
+    def build(d):
+        files = sorted((REPO / "calibration_data").glob("*.jpg"))
+        for f in files[:8] + files[-(CALIB_IMAGES - 8):]:
+            shutil.copy(f, d / f.name)
+        return d
+
+    return built_once(tmp_path_factory, worker_id, "calib", build)
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
+def tiny_model(tmp_path_factory, worker_id):
     """An untrained tiny model saved with its configuration."""
-    import keras
 
-    from ocrnet_edge.model.io import save_model
-    from ocrnet_edge.model.network import build_ocrnet
+    def build(d):
+        import keras
 
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    save_model(build_ocrnet(TINY), TINY, path)
-    return path
+        from ocrnet_edge.model.io import save_model
+        from ocrnet_edge.model.network import build_ocrnet
+
+        keras.utils.set_random_seed(0)
+        save_model(build_ocrnet(TINY), TINY, d / "model.keras")
+        return d / "model.keras"
+
+    return built_once(tmp_path_factory, worker_id, "model", build)
 
 
 @pytest.fixture(scope="session")
-def converted(tiny_model, calib_dir, tmp_path_factory):
-    """The tiny model converted by the real pipeline (int8 + card + reports + float32)."""
-    from ocrnet_edge.convert.pipeline import ConvertOptions, convert_model
+def converted(tiny_model, calib_dir, tmp_path_factory, worker_id):
+    """The tiny model converted by the real pipeline (int8 + card + reports + float32), once for all workers."""
 
-    out = tmp_path_factory.mktemp("converted")
-    # An untrained model's near-tied logits make its int8 metrics arbitrary: the gate is tested on its own.
-    opts = ConvertOptions(calib=calib_dir, min_calib=10, heldout_images=6, name="tiny", max_drop=100.0, progress=False)
-    return convert_model(tiny_model, out, opts)
+    def build(out):
+        from ocrnet_edge.convert.pipeline import ConvertOptions, convert_model
+
+        # An untrained model's near-tied logits make its int8 metrics arbitrary: the gate is tested on its own.
+        opts = ConvertOptions(calib=calib_dir, min_calib=10, heldout_images=6, name="tiny", max_drop=100.0,
+                              progress=False)
+        return convert_model(tiny_model, out, opts)
+
+    return built_once(tmp_path_factory, worker_id, "converted", build)
 
 
 @pytest.fixture(scope="session")
