@@ -311,7 +311,20 @@ def test_board_sets_size_and_edgetpu_without_compiler_says_how_to_install(tiny_m
                                                                           capsys, monkeypatch):
     """One conversion (half a minute each) for two behaviours: the board profile sets the input size, and
     ``--edgetpu`` with no compiler on PATH says how to install it while the CPU build is still complete; ``eval``
-    then reads that build."""
+    then reads that build. First, without ``--edgetpu``, the Pi's profile asks for no Edge TPU build."""
+    from ocrnet_edge.convert import pipeline
+
+    seen = {}
+
+    def options_only(model, out, options):
+        seen["options"] = options
+        raise errors.InputError("stopped before converting")
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "convert_model", options_only)
+        assert main(["convert", str(tiny_model), "--out", str(tmp_path), "--board", "rpi-zero-2w"]) == errors.EXIT_INPUT
+    assert seen["options"].board_size == 256 and not seen["options"].edgetpu
+    capsys.readouterr()
     monkeypatch.setenv("PATH", "/nonexistent")
     rc = main(["convert", str(tiny_model), "--out", str(tmp_path), "--calib", str(calib_dir), "--min-calib", "10",
                "--heldout-images", "2", "--board", "rpi-zero-2w", "--edgetpu", "--name", "z", "--quiet"])
