@@ -221,7 +221,7 @@ def inspect_model(path: Path | str) -> ModelFileInfo:
         raise ModelError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier); expected a .tflite file")
     try:
         return _walk(path, buf, size)
-    except ModelError:
+    except (ModelError, EnvironmentMissing):  # a missing schema is this machine's fault, not the file's
         raise
     except Exception as e:  # the generated accessors raise IndexError, struct.error... on bad offsets
         raise ModelError(f"{path}: truncated or malformed TFLite flatbuffer ({type(e).__name__}: {e})") from None

@@ -127,6 +127,21 @@ def test_model_the_runtime_cannot_load(capsys, tmp_path):
     assert "the interpreter refused the model (Encountered unresolved custom op: fake-op-double.)" in err[0]
 
 
+def test_a_tflite_file_read_without_litert_says_what_to_install(monkeypatch):
+    """Without LiteRT's schema (a training machine with Keras and no LiteRT, say) a good file is not called
+    malformed: the error names what to install and exits as a missing environment does."""
+    from ocrnet_edge.runtime import modelfile
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    modelfile._builtin_names.cache_clear()
+    try:
+        with pytest.raises(errors.EnvironmentMissing, match="pip install ai-edge-litert") as e:
+            modelfile.inspect_model(REPO / "model" / "weights" / "deeplabv3_mnv2_dm05_pascal_quant.tflite")
+        assert "malformed" not in str(e.value) and e.value.exit_code == errors.EXIT_ENVIRONMENT
+    finally:
+        modelfile._builtin_names.cache_clear()
+
+
 def test_cut_video_ends_cleanly_and_is_counted(bad_files, converted, roomy_board, tmp_path):
     summary = tmp_path / "s.json"
     assert main(["run", str(converted.int8), "--source", str(bad_files / "cut.avi"), "--quiet", "--board", str(roomy_board),
