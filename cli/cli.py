@@ -168,7 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(model, **model_kw), **train_kw)
     chosen = (args.backbone, args.width, args.pretrained, args.size_preset, args.config, args.init)
     path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1,
-                 defaults=all(v is None for v in chosen), auto_size=args.size is None and args.config is None)
+                 defaults=all(v is None for v in chosen), auto_size=args.size is None and args.config is None,
+                 workers=args.workers)
     print(f"model: {path}")
     return 0
 
@@ -584,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "BCE (0: BCE alone)")
     t.add_argument("--no-ocr", action="store_true", help="ablation: semantic branch without object context")
     t.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
+    t.add_argument("--workers", type=int, metavar="N",
+                   help="threads preparing batches ahead of the training step (default: one per core up to 8 on "
+                        "a GPU, none beside the step on the CPU); the batches are the same whatever N")
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     t.set_defaults(func=cmd_train)
 

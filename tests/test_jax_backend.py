@@ -45,3 +45,30 @@ np.save({str(tmp_path / "jax_out.npy")!r}, np.asarray(net(x, training=False)["se
     x = np.full((1, SMALL, SMALL, 3), 90, np.float32)
     ours = np.asarray(net(x, training=False)["seg_logits"])
     np.testing.assert_allclose(ours, np.load(tmp_path / "jax_out.npy"), rtol=1e-4, atol=1e-4)
+
+
+def test_optimizer_with_slow_backbone_and_average_steps_on_jax():
+    """The fine-tuning optimizer (a slower backbone, a moving average) takes a jitted JAX step: JAX donates
+    every variable's buffer to the step, so no two variables may hold one buffer. Both failed before: the
+    backbone's variables, kept as a list on the optimizer, became its own variables too, and each average
+    started as the very array of its weight ("Attempt to donate the same buffer twice")."""
+    code = """
+import keras, numpy as np
+from ocrnet_edge.model.train import ScaledAdamW
+net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="backbone"), keras.layers.Dense(1)])
+backbone = net.get_layer("backbone").trainable_variables
+opt = ScaledAdamW(scaled=backbone, scale=0.1, ema_decay=0.9, learning_rate=0.01)
+net.compile(optimizer=opt, loss="mse")
+before = [np.array(v) for v in net.trainable_variables]
+net.fit(np.ones((8, 4)), np.full((8, 1), 5.0), epochs=2, batch_size=4, verbose=0)
+mine = {id(v) for v in net.variables}
+assert not [v.path for v in opt.variables if id(v) in mine], "model variables tracked by the optimizer"
+moved = [float(np.abs(np.array(v) - b).max()) for v, b in zip(net.trainable_variables, before)]
+assert all(m > 0 for m in moved), moved
+avg = [a for v, a in opt.ema_pairs()]
+assert len(avg) == len(before) and any(np.abs(np.array(a) - np.array(v)).max() > 0 for v, a in opt.ema_pairs())
+print("ok")
+"""
+    env = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-3000:]

@@ -182,6 +182,29 @@ def test_batches_with_the_whole_recipe_are_deterministic(yolo):
     assert (ya["cls_label"] >= 0).any()
 
 
+def test_batches_from_loader_threads_are_the_batches_of_the_step(yolo):
+    """Loader threads (--workers) fetch steps of several passes at once and in any order; each batch is still
+    the one its step would get alone. On this CPU machine the default is no loader thread."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ocrnet_edge.model.train import Batches, loader_workers
+
+    cfg = TrainConfig(batch_size=4, seed=5, mosaic=0.5, model=dataclasses.replace(
+        TINY, class_names=yolo.thing_classes, stuff_names=yolo.stuff_classes))
+    alone = Batches(yolo, cfg, AugmentOptions(), round_steps=6)
+    threaded = Batches(yolo, cfg, AugmentOptions(), round_steps=6, workers=4)
+    steps = [5, 0, 4, 1, 3, 2, 5, 0]  # three passes of two steps each, interleaved
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(threaded.__getitem__, steps))
+    for step, (x, y) in zip(steps, got):
+        xa, ya = alone[step]
+        np.testing.assert_array_equal(x, xa)
+        np.testing.assert_array_equal(y["cls_label"], ya["cls_label"])
+    assert threaded.workers == 4
+    assert loader_workers() == 1
+
+
 # ---------------------------------------------------------------- EMA and early stopping
 # Driven through the optimizer and the per-round callback directly: tracing a training step of even the
 # tiny model takes minutes on a loaded 2-core machine, and train() only wires these two together.

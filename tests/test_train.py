@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 
+import h5py
 import pytest
 
 from ocrnet_edge.model.config import TrainConfig
@@ -27,6 +28,8 @@ and the resumable state; forty rounds of three steps spent a third of the test s
 def test_tiny_run_overfits_and_resumes(small_dataset, tmp_path):
     cfg = TrainConfig(steps=STEPS, val_every=ROUND, batch_size=4, learning_rate=5e-3, val_images=0, model=TINY)
     out = tmp_path / "run"
+    out.mkdir()
+    (out / "history.csv").write_text("loss,epoch\n9.0,1\n")  # an earlier run's rows: a fresh run drops them
     model_path = train(small_dataset, out, cfg, verbose=0)
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert len(rows) == STEPS // ROUND
@@ -46,6 +49,12 @@ def test_tiny_run_overfits_and_resumes(small_dataset, tmp_path):
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, STEPS // ROUND + 2))
     assert [int(r["step"]) for r in rows] == list(range(ROUND, STEPS + 2 * ROUND, ROUND))
+
+    # A state whose optimizer part does not fit (here: none) is refused, not resumed from step 0 of the schedule.
+    with h5py.File(out / "last.weights.h5", "r+") as f:
+        del f["optimizer"]
+    with pytest.raises(InputError, match="optimizer state does not fit"):
+        train(small_dataset, out, dataclasses.replace(more, steps=STEPS + 2 * ROUND), verbose=0)
 
 
 def test_a_resume_asking_for_more_steps_keeps_the_runs_round_length():
@@ -134,3 +143,17 @@ def _finished(p) -> str:
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err[-2000:]
     return out
+
+
+def test_history_keeps_the_rounds_a_run_resumes_after(tmp_path):
+    from ocrnet_edge.model.train import _trim_history
+
+    path = tmp_path / "history.csv"
+    path.write_text("loss,epoch,step\n1.0,1,5\n0.8,2,10\n0.7,3,15\n")
+    _trim_history(path, 2)  # stopped after writing round 3's row, before its state
+    assert path.read_text().splitlines() == ["loss,epoch,step", "1.0,1,5", "0.8,2,10"]
+    _trim_history(path, 5)
+    assert len(path.read_text().splitlines()) == 3
+    _trim_history(path, 0)  # started afresh
+    assert not path.exists()
+    _trim_history(path, 0)  # nothing there: nothing to do
