@@ -28,7 +28,8 @@ LONGEST_FILES = ("test_pretrained.py", "test_user_path.py", "test_convert.py", "
                  "test_jax_backend.py", "test_onnx_convert.py", "test_onnx_runtime.py", "test_hardening.py",
                  "test_golden.py", "test_bench_boards.py", "test_recipe.py", "test_install.py")
 """Test files that train or convert, longest first (seconds each on the 2-core machine, from ``scripts/test
---durations=0``: 167, 154, 148, 110, 79, 79, 64, 63, 53, 51, 45, 41, 30; every other file takes under 15). The two
+--durations=0`` before the tests marked long left the test command: 167, 154, 148, 110, 79, 79, 64, 63, 53, 51, 45,
+41, 30; every other file takes under 15). The order serves both selections (``scripts/test`` and ``--long``). The two
 workers take whole files in the order collected (``scripts/test`` turns off pytest-xdist's reordering by test
 count, which put the files with the fewest tests, the longest here, last): longest first, the workers finish
 within seconds of each other instead of one running a long file alone at the end."""
@@ -36,7 +37,7 @@ within seconds of each other instead of one running a long file alone at the end
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("long"):
             item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(LONGEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order

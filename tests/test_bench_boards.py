@@ -164,6 +164,7 @@ def test_worker_failure_is_reported_not_raised(tmp_path):
 
 
 @pytest.mark.slow  # a conversion of its own
+@pytest.mark.long
 def test_bench_a_keras_model_sweeps_the_board_sizes(tiny_model, calib_dir, tmp_path):
     out = tmp_path / "b.json"
     rc = main(["bench", str(tiny_model), "--board", "host", "--sizes", "96,128x96", "--frames", "5", "--warmup", "1",

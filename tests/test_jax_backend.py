@@ -15,6 +15,7 @@ pytest.importorskip("jax", reason="JAX is not installed (pip install jax)")
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_train_on_jax_and_load_weights_on_tensorflow(small_dataset, tmp_path):
     from ocrnet_edge.model.config import TrainConfig, to_dict
 

@@ -321,6 +321,7 @@ def test_convert_onnx_opset_per_board(argv, opset, tiny_model, tmp_path, monkeyp
 
 
 @pytest.mark.slow  # a conversion of its own, through the whole pipeline
+@pytest.mark.long
 def test_convert_onnx_through_the_pipeline(tiny_model, calib_dir, tmp_path, capsys):
     """``convert --onnx`` end to end: the TFLite files, then both ONNX files gated on the same images, checked for
     every TensorRT version, with the card in their metadata and a section of the report for each."""

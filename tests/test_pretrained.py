@@ -262,6 +262,7 @@ def test_keras_weights_file(tmp_path):
 
 @needs_peers
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_pretrained_run_records_its_source_in_the_run_and_the_card(tmp_path, small_dataset, calib_dir, capsys):
     from ocrnet_edge.cli import main
 

@@ -218,6 +218,7 @@ def test_training_images_and_targets_at_a_rectangular_input(small_dataset):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_rectangular_model_trains_converts_and_runs(small_dataset, calib_dir, tmp_path):
     """Train two rounds at 160x128, convert (int8, card, gate on generated scenes at that size), and run a
     4:3 frame through the runtime: every stage takes the width and height, none assumes a square."""

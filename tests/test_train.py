@@ -25,6 +25,7 @@ and the resumable state; forty rounds of three steps spent a third of the test s
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_tiny_run_overfits_and_resumes(small_dataset, tmp_path):
     cfg = TrainConfig(steps=STEPS, val_every=ROUND, batch_size=4, learning_rate=5e-3, val_images=0, model=TINY)
     out = tmp_path / "run"

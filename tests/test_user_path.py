@@ -69,6 +69,7 @@ def _walk(data, tmp_path, capsys, roomy_board, images, regions):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_yolo_segmentation_export_to_a_video(tmp_path, capsys, roomy_board):
     data = write_yolo_seg(tmp_path / "yolo", train=24, val=6)
     run, conv = _walk(data, tmp_path, capsys, roomy_board, sorted((data / "images" / "val").glob("*.jpg")), True)
@@ -79,6 +80,7 @@ def test_yolo_segmentation_export_to_a_video(tmp_path, capsys, roomy_board):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_coco_export_with_boxes_only_on_half(tmp_path, capsys, roomy_board):
     data = write_coco_export(tmp_path / "coco", 24, boxes_only_every=2)
     images = sorted((data / "images" / "batch_1").glob("*.jpg"))[:6]
