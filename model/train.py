@@ -696,6 +696,7 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
     recipe += [f"backbone frozen for {int(round(cfg.freeze_backbone * schedule.total_steps))} steps"] \
         if cfg.freeze_backbone and cfg.pretrained else []
     recipe += [f"patience {cfg.patience}"] if cfg.patience and val_set is not None else []
+    recipe += [f"batches from {workers} loader threads"] if workers > 1 else []
     print(f"schedule: {schedule.total_steps} steps of {cfg.batch_size} images ({schedule.passes:.1f} passes), "
           f"warm-up {schedule.warmup_steps} steps then cosine decay, "
           f"{'validating' if val_set is not None else 'saving'} every {schedule.round_steps} steps"

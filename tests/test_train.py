@@ -31,7 +31,9 @@ def test_tiny_run_overfits_and_resumes(small_dataset, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "history.csv").write_text("loss,epoch\n9.0,1\n")  # an earlier run's rows: a fresh run drops them
-    model_path = train(small_dataset, out, cfg, verbose=0)
+    # Two loader threads (as on a GPU machine; Keras restarts its enqueuer every round): the run trains, saves
+    # and resumes through them (the resume below continues without).
+    model_path = train(small_dataset, out, cfg, verbose=0, workers=2)
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert len(rows) == STEPS // ROUND
     first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
