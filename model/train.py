@@ -587,22 +587,15 @@ def loader_workers() -> int:
 
 
 def keras_accelerator() -> str | None:
-    """The accelerator Keras' backend computes on ('gpu', 'tpu'), or None on the CPU."""
-    backend = keras.backend.backend()
-    if backend == "jax":
+    """The accelerator of the two Keras backends training runs on ('gpu', 'tpu'), or None on the CPU."""
+    if keras.backend.backend() == "jax":
         import jax
 
         platform = jax.default_backend()
         return None if platform == "cpu" else platform
-    if backend == "tensorflow":
-        import tensorflow as tf
+    import tensorflow as tf
 
-        return "gpu" if tf.config.list_logical_devices("GPU") else None
-    if backend == "torch":
-        import torch
-
-        return "gpu" if torch.cuda.is_available() else None
-    return None
+    return "gpu" if tf.config.list_logical_devices("GPU") else None
 
 
 def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | str | None = None,
