@@ -80,7 +80,7 @@ def test_tile_and_shape_ops_are_named(tmp_path):
     assert any("TILE" in p and "UpSampling2D" in p for p in problems), problems
 
 
-@pytest.mark.slow
+@pytest.mark.long  # a conversion of its own, about 80 s
 def test_gate_failure_writes_reports_and_a_failed_model(tiny_model, calib_dir, tmp_path):
     opts = ConvertOptions(calib=calib_dir, min_calib=10, heldout_images=4, name="tiny", max_drop=-1.0,
                           write_float=False, progress=False)
@@ -94,7 +94,7 @@ def test_gate_failure_writes_reports_and_a_failed_model(tiny_model, calib_dir, t
     assert "Layers with the largest quantization error" in (tmp_path / "tiny.report.md").read_text()
 
 
-@pytest.mark.slow  # a conversion of its own
+@pytest.mark.long  # a conversion of its own, about 80 s
 def test_the_fidelity_debugger_analyses_the_graph_that_ships(tiny_model, calib_dir, converted):
     """Same converter set-up and calibration as the shipped file: every quantized tensor of the debugger's
     copy carries the shipped file's scale and zero point."""

@@ -54,7 +54,7 @@ def golden_outputs(work: Path) -> dict:
     return out
 
 
-@pytest.mark.slow
+@pytest.mark.long  # converts the reference model, about 80 s
 def test_reference_model_golden_outputs(tmp_path):
     want = json.loads(GOLDEN.read_text())
     got = golden_outputs(tmp_path)
