@@ -151,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   "pretrained": args.pretrained, "backbone_lr": args.backbone_lr,
                                   "freeze_backbone": args.freeze_backbone,
                                   "augment": args.augment, "val_every": args.val_every, "ema_decay": args.ema,
-                                  "patience": args.patience, "mosaic": args.mosaic, "copy_paste": args.copy_paste,
+                                  "patience": args.patience, "time_hours": args.time, "mosaic": args.mosaic,
+                                  "copy_paste": args.copy_paste,
                                   "multi_scale": args.multi_scale}.items() if v is not None}
     if args.epochs is not None and args.steps is None:
         train_kw["steps"] = 0  # --epochs given: the run is counted in epochs, whatever the configuration said
@@ -562,6 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="moving average of the weights, validated and saved (decay, e.g. 0.998; 0: off)")
     t.add_argument("--patience", type=int, metavar="N",
                    help="stop when N validations in a row have not improved (0: never)")
+    t.add_argument("--time", type=float, metavar="HOURS",
+                   help="at most this many hours for the run (e.g. 1 or 0.5): after each validation round the run's "
+                   "end moves to the last round that fits at the pace measured so far, and its learning rate decays "
+                   "to that step (0: no limit)")
     t.add_argument("--mosaic", type=float, metavar="P", help="share of training images made as a mosaic of four")
     t.add_argument("--copy-paste", type=float, metavar="P",
                    help="share of training images that get objects of another pasted in through their masks")

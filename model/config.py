@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +211,11 @@ class TrainConfig:
             model (0: off). The decay ramps up as ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t``,
             so the first, poor weights leave the average quickly.
         patience: Stop when this many validations in a row have not improved the best score (0: never).
+        time_hours: At most this many hours for the run (``train --time``; 0: no limit). After each round the
+            run's end is fitted to what the rounds measured so far leave of it: the run ends at its planned
+            length or at the last round that fits, whichever comes first, and its cosine decay ends there
+            (not cut off at a high learning rate). The time counts from the start of ``train`` (loading,
+            building and the first round's tracing included), and over the processes of a resumed run.
         mosaic: Share of training images made as a mosaic of four (see :func:`model.augment.mosaic`).
         copy_paste: Share of training images that get objects of another image pasted in with their
             masks (see :func:`model.augment.copy_paste`).
@@ -249,6 +255,7 @@ class TrainConfig:
     val_every: int = 0
     ema_decay: float = 0.0
     patience: int = 0
+    time_hours: float = 0.0
     mosaic: float = 0.0
     copy_paste: float = 0.0
     multi_scale: float = 0.0
@@ -288,6 +295,8 @@ class TrainConfig:
         if self.epochs and self.steps:
             raise InputError(f"epochs and steps both give the run's length; choose one. "
                              f"Received: epochs={self.epochs}, steps={self.steps}")
+        if not (self.time_hours >= 0.0 and math.isfinite(self.time_hours)):
+            raise InputError(f"time (--time) is a number of hours, 0 or more (0: no limit). Received: {self.time_hours}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise InputError(f"ema_decay must lie in [0, 1) (0: off). Received: {self.ema_decay}")
         for name in ("mosaic", "copy_paste"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -247,7 +248,7 @@ class _History(keras.callbacks.Callback):
     state, best model (the EMA weights), and the early stop after ``cfg.patience`` rounds without gain."""
 
     def __init__(self, out: Path, val: Dataset | None, cfg: TrainConfig, trainer: OCRNetTrainer, data: dict,
-                 schedule: Schedule | None = None):
+                 schedule: Schedule | None = None, started: float | None = None, clock=time.monotonic):
         super().__init__()
         self.out, self.val, self.cfg, self.trainer, self.data = out, val, cfg, trainer, data
         self.schedule = schedule
@@ -256,6 +257,16 @@ class _History(keras.callbacks.Callback):
         self.best_step = state.get("best_step", 0)
         self.since_best = state.get("since_best", 0)
         self.t0 = time.time()
+        # The run's time (--time): this process's from ``started`` (the start of train()), and what the
+        # processes before it spent on a resumed run; each round's duration, validation and saving included.
+        self.clock = clock
+        self.started = clock() if started is None else started
+        self.spent_before = float(state.get("seconds_spent", 0.0))
+        self.spent = self.spent_before
+        self.round_times: list[float] = []
+        self._round_start = self.started
+        self.end_step = state.get("end_step")
+        self.decay_end_before = self.end_step
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -286,6 +297,7 @@ class _History(keras.callbacks.Callback):
                 save_model(self.trainer.net, self.cfg.model, self.out / "model.keras", data=self.data)
         self.since_best = 0 if improved or score is None else self.since_best + 1
         stop = bool(self.cfg.patience and self.since_best >= self.cfg.patience)
+        out_of_time = self._fit_to_time(epoch + 1) and not stop
         cache_keras_skipsets()
         _atomic(self.out / "last.weights.h5", self.trainer.save_weights, suffix=".weights.h5")
         _atomic(self.out / "state.json", lambda p: Path(p).write_text(json.dumps(
@@ -293,12 +305,71 @@ class _History(keras.callbacks.Callback):
              "round_steps": self.schedule.round_steps if self.schedule else None,
              "total_steps": self.schedule.total_steps if self.schedule else None,
              "best_score": self.best, "best_step": self.best_step, "since_best": self.since_best,
-             "stopped_early": stop})), suffix=".json")
+             "stopped_early": stop, "seconds_spent": round(self.spent, 1), "end_step": self.end_step,
+             "stopped_by_time": out_of_time})), suffix=".json")
         if stop:
             print(f"stopping early at step {step}: validation has not improved for {self.since_best} validations "
                   f"(--patience {self.cfg.patience}); model.keras holds the best, score {self.best:.3f} "
                   f"at step {self.best_step}")
             self.model.stop_training = True
+        elif out_of_time:
+            held = (f"the best validation, score {self.best:.3f} at step {self.best_step}" if score is not None
+                    else f"the weights of step {step}")
+            decay = ("its learning rate decayed to this step" if self.decay_end_before == step else
+                     f"sooner than the rounds before said, so its learning rate had not finished decaying (it was "
+                     f"to end at step {self.decay_end_before or self.schedule.total_steps})")
+            print(f"stopping at step {step} of {self.schedule.total_steps}: the time limit is spent "
+                  f"({duration_text(self.spent)} of --time {self.cfg.time_hours:g} h), {decay}; model.keras "
+                  f"holds {held}")
+            self.model.stop_training = True
+
+    def _fit_to_time(self, rounds_done: int) -> bool:
+        """Count the round's time and, in a time-limited run, fit the run's end to what is left: the decay's end
+        moves to the last round that fits at the pace measured so far (the median round after the first, whose
+        tracing makes it long), never past the planned end. True when this round is the last that fits and the
+        run was planned longer."""
+        now = self.clock()
+        self.round_times.append(now - self._round_start)
+        self._round_start = now
+        self.spent = self.spent_before + (now - self.started)
+        if not (self.cfg.time_hours and self.schedule):
+            return False
+        times = self.round_times
+        pace = float(np.median(times[1:])) if len(times) > 1 else times[0]
+        left = self.cfg.time_hours * 3600.0 - self.spent
+        planned = self.schedule.rounds
+        rounds = rounds_in_time(rounds_done, planned, left, pace)
+        end = rounds * self.schedule.round_steps
+        self.decay_end_before = self.end_step
+        last = rounds_done >= rounds and rounds < planned
+        if end != self.end_step:
+            opt = getattr(self.trainer, "optimizer", None)
+            if isinstance(opt, ScaledAdamW):
+                opt.set_run_end(end)
+            if not last and (rounds < planned or self.end_step is not None):
+                print(f"time: {duration_text(self.spent)} spent, {duration_text(max(0.0, left))} left of --time "
+                      f"{self.cfg.time_hours:g} h at {duration_text(pace)} a round: the run ends at step {end} of "
+                      f"{self.schedule.total_steps}, its learning rate decaying to that step")
+            self.end_step = end
+        return last
+
+
+def rounds_in_time(done: int, planned: int, left_s: float, pace_s: float) -> int:
+    """Rounds of a time-limited run: the ``done`` ones and as many more as ``left_s`` seconds hold at ``pace_s``
+    seconds a round, at most ``planned``."""
+    if pace_s <= 0:
+        return planned
+    return min(planned, done + max(0, int(left_s // pace_s)))
+
+
+def duration_text(seconds: float) -> str:
+    """``45 s``, ``7 min 30 s``, ``1 h 05 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def _atomic(path: Path, write, suffix: str) -> None:
@@ -453,6 +524,10 @@ class ScaledAdamW(keras.optimizers.Adam):
 
     def build(self, var_list):
         super().build(var_list)
+        if isinstance(self._learning_rate, WarmupCosine):
+            self._learning_rate.end = self.add_variable(
+                (), initializer=keras.initializers.Constant(self._learning_rate.total_steps), dtype="float32",
+                name="run_end")
         if self._ema_decay:
             self._ema_vars = []
             for v in var_list:
@@ -463,6 +538,12 @@ class ScaledAdamW(keras.optimizers.Adam):
                 avg.assign(ops.copy(v.value))
                 self._ema_vars.append(avg)
             self._ema_index = {self._var_key(v): i for i, v in enumerate(var_list)}
+
+    def set_run_end(self, step: int) -> None:
+        """Move the end of the learning-rate decay to ``step`` (a time-limited run; see :class:`WarmupCosine`)."""
+        if not isinstance(self._learning_rate, WarmupCosine) or self._learning_rate.end is None:
+            raise ValueError("set_run_end needs a built optimizer on a WarmupCosine schedule")
+        self._learning_rate.end.assign(float(step))
 
     def ema_pairs(self) -> list:
         """``(variable, its moving average)`` for every trained variable; empty without an average."""
@@ -487,13 +568,35 @@ class ScaledAdamW(keras.optimizers.Adam):
             self.assign(avg, m * avg + (1.0 - m) * variable)
 
 
-def lr_schedule(peak: float, total_steps: int, warmup_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 1% of ``peak`` to ``peak`` over ``warmup_steps``, then cosine decay to 1% of
-    ``peak`` at ``total_steps``."""
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=peak * 0.01, decay_steps=max(1, total_steps - warmup_steps), alpha=0.01,
-        warmup_target=peak, warmup_steps=warmup_steps,
-    )
+    ``peak`` at the run's last step: ``total_steps``, or the value of ``end`` once the optimizer has given the
+    schedule one (:meth:`ScaledAdamW.build`). ``end`` is an optimizer variable so that a time-limited run
+    (``train --time``) can move its end while it trains, on either backend (a Python number is fixed into
+    the traced step), and so that a resumed run gets its end back with the rest of its state. The values
+    are Keras' ``CosineDecay(peak / 100, total - warmup, alpha=0.01, warmup_target=peak)``."""
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int):
+        self.peak, self.total_steps, self.warmup_steps = float(peak), int(total_steps), int(warmup_steps)
+        self.end = None
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        peak, warm = self.peak, float(self.warmup_steps)
+        end = ops.cast(self.end.value if self.end is not None else self.total_steps, "float32")
+        rising = peak * (0.01 + 0.99 * step / max(warm, 1.0))
+        progress = ops.clip((step - warm) / ops.maximum(end - warm, 1.0), 0.0, 1.0)
+        decaying = peak * (0.01 + 0.99 * 0.5 * (1.0 + ops.cos(math.pi * progress)))
+        return ops.where(step < warm, rising, decaying)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+
+
+def lr_schedule(peak: float, total_steps: int, warmup_steps: int) -> WarmupCosine:
+    """Linear warm-up from 1% of ``peak`` to ``peak`` over ``warmup_steps``, then cosine decay to 1% of
+    ``peak`` at ``total_steps`` (see :class:`WarmupCosine` for a run whose end moves)."""
+    return WarmupCosine(peak, total_steps, warmup_steps)
 
 
 def _optimizer(cfg: TrainConfig, schedule: Schedule, backbone=()) -> keras.optimizers.Optimizer:
@@ -620,6 +723,7 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
             default :func:`loader_workers`. Batches are the same whatever the number (each image's randomness
             is seeded by run, pass and image).
     """
+    started = time.monotonic()
     out = Path(out)
     train_set, val_set, data_record = open_training_data(data, val_data, cfg)
     cfg_path = out / "config.json"
@@ -690,6 +794,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         if cfg.freeze_backbone and cfg.pretrained else []
     recipe += [f"patience {cfg.patience}"] if cfg.patience and val_set is not None else []
     recipe += [f"batches from {workers} loader threads"] if workers > 1 else []
+    recipe += [f"at most {cfg.time_hours:g} h (--time; the end moves sooner if the rounds are slow)"] \
+        if cfg.time_hours else []
     print(f"schedule: {schedule.total_steps} steps of {cfg.batch_size} images ({schedule.passes:.1f} passes), "
           f"warm-up {schedule.warmup_steps} steps then cosine decay, "
           f"{'validating' if val_set is not None else 'saving'} every {schedule.round_steps} steps"
@@ -720,7 +826,10 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
     _trim_history(out / "history.csv", initial_epoch)
     if state.get("stopped_early"):
         print(f"{out}: this run stopped early (--patience {cfg.patience}); nothing left to train")
+    elif state.get("stopped_by_time"):
+        print(f"{out}: this run ended at its time limit (--time), its learning rate decayed; nothing left to train "
+              "(--no-resume starts a longer one afresh)")
     elif initial_epoch < schedule.rounds:
         trainer.fit(batches, epochs=schedule.rounds, initial_epoch=initial_epoch, verbose=verbose,
-                    callbacks=[_History(out, val_set, cfg, trainer, data_record, schedule)])
+                    callbacks=[_History(out, val_set, cfg, trainer, data_record, schedule, started=started)])
     return out / "model.keras"

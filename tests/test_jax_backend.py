@@ -52,7 +52,8 @@ def test_optimizer_with_slow_backbone_and_average_steps_on_jax():
     """The fine-tuning optimizer (a slower backbone, a moving average) takes a jitted JAX step: JAX donates
     every variable's buffer to the step, so no two variables may hold one buffer. Both failed before: the
     backbone's variables, kept as a list on the optimizer, became its own variables too, and each average
-    started as the very array of its weight ("Attempt to donate the same buffer twice")."""
+    started as the very array of its weight ("Attempt to donate the same buffer twice"). A time limit's moved
+    end of the learning-rate decay reaches the jitted step."""
     code = """
 import keras, numpy as np
 from ocrnet_edge.model.train import ScaledAdamW
@@ -68,6 +69,17 @@ moved = [float(np.abs(np.array(v) - b).max()) for v, b in zip(net.trainable_vari
 assert all(m > 0 for m in moved), moved
 avg = [a for v, a in opt.ema_pairs()]
 assert len(avg) == len(before) and any(np.abs(np.array(a) - np.array(v)).max() > 0 for v, a in opt.ema_pairs())
+# A time-limited run moves its decay's end between rounds: the jitted step must read it, not hold the planned one.
+from ocrnet_edge.model.train import lr_schedule
+one = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+one.compile(optimizer=ScaledAdamW(learning_rate=lr_schedule(0.1, 20, 2)), loss=lambda y, p: keras.ops.mean(p))
+x = np.ones((10, 1), np.float32)
+one.fit(x, x, batch_size=1, epochs=1, verbose=0)
+one.optimizer.set_run_end(12)
+w = float(one.get_weights()[0][0, 0])
+one.fit(x[:1], x[:1], batch_size=1, epochs=1, verbose=0)
+step, want = w - float(one.get_weights()[0][0, 0]), 0.1 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * 0.8)))
+assert abs(step - want) < 1e-4, (step, want)
 print("ok")
 """
     env = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}

@@ -290,6 +290,102 @@ def test_patience_stops_the_run_and_says_so(tmp_path, monkeypatch, capsys):
     assert "stopping early at step 3" in printed and "EMA weights" in printed
 
 
+# ---------------------------------------------------------------- a time limit (train --time)
+
+PEAK, PLANNED_ROUNDS, ROUND_STEPS, WARM = 1e-2, 10, 10, 5
+FIRST_ROUND_S, ROUND_S, LIMIT_S = 300.0, 100.0, 1000.0
+"""A run planned for 10 rounds of 10 steps whose first round (tracing) takes 300 s and the others 100 s, under
+a limit of 1,000 s: after the first round the run fits 3 rounds, from the second on 8, and round 8 is its last."""
+
+
+def _time_limited(tmp_path, monkeypatch, capsys, limit_s: float = LIMIT_S):
+    from ocrnet_edge.model.config import Schedule, to_dict
+    from ocrnet_edge.model.train import OCRNetTrainer, ScaledAdamW, _History, lr_schedule
+
+    monkeypatch.setattr("ocrnet_edge.model.train.save_model", lambda *a, **k: None)
+    total = PLANNED_ROUNDS * ROUND_STEPS
+    trainer = OCRNetTrainer(to_dict(TINY))
+    trainer.compile(optimizer=ScaledAdamW(learning_rate=lr_schedule(PEAK, total, WARM)))
+    trainer.build((None, SMALL, SMALL, 3))
+    trainer.optimizer.build(trainer.trainable_variables)
+    schedule = Schedule(total, ROUND_STEPS, ROUND_STEPS, PLANNED_ROUNDS, WARM)
+    now = [0.0]
+    cfg = TrainConfig(model=TINY, time_hours=limit_s / 3600)
+    cb = _History(tmp_path, None, cfg, trainer, {}, schedule, started=0.0, clock=lambda: now[0])
+    cb.set_model(trainer)
+    trainer.stop_training = False
+    ends, rounds = [], 0
+    while not trainer.stop_training and rounds < PLANNED_ROUNDS:
+        now[0] += FIRST_ROUND_S if rounds == 0 else ROUND_S
+        cb.on_epoch_end(rounds, {})
+        ends.append(int(float(trainer.optimizer._learning_rate.end.value)))
+        rounds += 1
+    return trainer, rounds, ends, capsys.readouterr().out
+
+
+def test_a_time_limit_ends_the_run_where_its_decay_ends(tmp_path, monkeypatch, capsys):
+    trainer, rounds, ends, printed = _time_limited(tmp_path, monkeypatch, capsys)
+    assert rounds == 8, "the rounds after the first set the pace: 300 s + 7 x 100 s fill the 1,000 s"
+    assert ends == [30] + [80] * 7, "the decay's end follows the rounds that fit"
+    lr = trainer.optimizer._learning_rate
+    assert float(lr(80)) == pytest.approx(0.01 * PEAK) and float(lr(79)) > float(lr(80)), "decayed at the stop"
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["stopped_by_time"] is True and state["stopped_early"] is False
+    assert (state["seconds_spent"], state["end_step"], state["steps_done"]) == (LIMIT_S, 80, 80)
+    assert "the run ends at step 30 of 100" in printed and "the run ends at step 80 of 100" in printed
+    assert ("stopping at step 80 of 100: the time limit is spent (16 min 40 s of --time 0.277778 h), its learning "
+            "rate decayed to this step") in printed
+
+
+def test_a_time_limit_that_holds_the_run_changes_nothing(tmp_path, monkeypatch, capsys):
+    trainer, rounds, ends, printed = _time_limited(tmp_path, monkeypatch, capsys, limit_s=1e6)
+    assert rounds == PLANNED_ROUNDS and set(ends) == {PLANNED_ROUNDS * ROUND_STEPS}
+    assert "time:" not in printed and "stopping" not in printed
+    assert json.loads((tmp_path / "state.json").read_text())["stopped_by_time"] is False
+
+
+def test_a_time_limit_spent_in_the_first_round_says_the_decay_was_cut(tmp_path, monkeypatch, capsys):
+    trainer, rounds, ends, printed = _time_limited(tmp_path, monkeypatch, capsys, limit_s=FIRST_ROUND_S / 2)
+    assert rounds == 1 and ends == [ROUND_STEPS]
+    assert ("stopping at step 10 of 100: the time limit is spent (5 min 00 s of --time 0.0416667 h), sooner than "
+            "the rounds before said, so its learning rate had not finished decaying (it was to end at step 100)"
+            ) in printed
+
+
+def test_the_traced_step_follows_a_moved_end():
+    """The end is read by the compiled step, not fixed into it: with a constant gradient Adam moves a weight by
+    exactly the learning rate, so the step after the end moves shows which end the step used."""
+    import keras
+
+    from ocrnet_edge.model.train import ScaledAdamW, lr_schedule
+
+    peak, total, warm, moved, done = 0.1, 20, 2, 12, 10
+    net = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    net.compile(optimizer=ScaledAdamW(learning_rate=lr_schedule(peak, total, warm)),
+                loss=lambda y, p: keras.ops.mean(p))
+    x = np.ones((done, 1), np.float32)
+    net.fit(x, x, batch_size=1, epochs=1, verbose=0)
+    net.optimizer.set_run_end(moved)
+    before = float(net.get_weights()[0][0, 0])
+    net.fit(x[:1], x[:1], batch_size=1, epochs=1, verbose=0)
+    step = before - float(net.get_weights()[0][0, 0])
+    want = peak * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * (done - warm) / (moved - warm))))
+    assert step == pytest.approx(want, rel=1e-3)
+    assert abs(step - float(lr_schedule(peak, total, warm)(done))) > 0.01, "the planned end would step otherwise"
+
+
+def test_rounds_in_time_and_bad_limits():
+    from ocrnet_edge.model.train import duration_text, rounds_in_time
+
+    assert rounds_in_time(2, 20, 450.0, 100.0) == 6
+    assert rounds_in_time(2, 5, 1e9, 100.0) == 5, "never past the planned end"
+    assert rounds_in_time(4, 20, -30.0, 100.0) == 4, "spent: this round is the last"
+    assert [duration_text(s) for s in (45, 450, 3900)] == ["45 s", "7 min 30 s", "1 h 05 min"]
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="--time"):
+            TrainConfig(time_hours=bad)
+
+
 # ---------------------------------------------------------------- task-aligned assignment
 
 TAL_SIZE, TAL_STRIDES = 64, (8, 16, 32)
