@@ -10,7 +10,8 @@ An output folder holds::
     model.keras           the inference model with its configuration (best validation score so far,
                           else the last epoch)
     last.weights.h5       trainer and optimizer state of the last finished epoch (resume)
-    state.json            rounds and steps finished, the round length, and the best validation score
+    state.json            rounds and steps finished, the round length, the best validation score, and
+                          under a time limit (``--time``) the seconds spent and the fitted end
     history.csv           loss terms and validation metrics per epoch
 """
 
