@@ -374,6 +374,18 @@ def test_the_traced_step_follows_a_moved_end():
     assert abs(step - float(lr_schedule(peak, total, warm)(done))) > 0.01, "the planned end would step otherwise"
 
 
+def test_train_time_reaches_the_run_in_hours(monkeypatch, tmp_path):
+    import ocrnet_edge.model.train as train_module
+    from ocrnet_edge.cli import main
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda data, out, cfg, **kw: seen.update(cfg=cfg) or out / "model.keras")
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--time", "0.5"]) == 0
+    assert seen["cfg"].time_hours == 0.5
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 0
+    assert seen["cfg"].time_hours == 0, "no limit unless asked for"
+
+
 def test_rounds_in_time_and_bad_limits():
     from ocrnet_edge.model.train import duration_text, rounds_in_time
 
