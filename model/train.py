@@ -828,8 +828,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
     if state.get("stopped_early"):
         print(f"{out}: this run stopped early (--patience {cfg.patience}); nothing left to train")
     elif state.get("stopped_by_time"):
-        print(f"{out}: this run ended at its time limit (--time), its learning rate decayed; nothing left to train "
-              "(--no-resume starts a longer one afresh)")
+        print(f"{out}: this run ended at its time limit (--time); nothing left to train (--no-resume starts a longer "
+              "one afresh)")
     elif initial_epoch < schedule.rounds:
         trainer.fit(batches, epochs=schedule.rounds, initial_epoch=initial_epoch, verbose=verbose,
                     callbacks=[_History(out, val_set, cfg, trainer, data_record, schedule, started=started)])
