@@ -87,7 +87,8 @@ def error_breakdown(gt, box_ev, names: tuple[str, ...], dataset: Dataset, mask_e
         names: Class names in category order.
         dataset: The records scored (for which carry instance masks).
         mask_ev: The same for masks, or None.
-        score_threshold: Detections below this score are not counted as errors or finds.
+        score_threshold: Detections whose class probability (``class_score``, else ``score``) is below this
+            are not counted as errors or finds: the runtime's threshold applies to the class probability.
 
     Returns:
         ``(breakdown, per image)``: the JSON-ready breakdown (``score_threshold``, ``per_class``, ``total``)
@@ -103,7 +104,7 @@ def error_breakdown(gt, box_ev, names: tuple[str, ...], dataset: Dataset, mask_e
              "missed_by_size": {s: 0 for s, *_ in SIZES}, "_mask_ious": []} for _ in range(n)]
     dets_of, gts_of = defaultdict(list), defaultdict(list)
     for a in dt_anns.values():
-        if a["score"] >= score_threshold:
+        if a.get("class_score", a["score"]) >= score_threshold:  # the detections the runtime keeps
             dets_of[a["image_id"]].append(a)
     for a in gt.anns.values():
         gts_of[a["image_id"]].append(a)

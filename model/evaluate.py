@@ -64,7 +64,8 @@ def _pr_figures(ev: dict, gt: COCO) -> tuple[float, float]:
 
 def best_f1(evaluator, gt: COCO, grid: int = 96) -> dict | None:
     """The score threshold with the highest F1 at IoU 0.5 (F1 averaged over the classes with objects): where a
-    deployed model should cut (``run --score``), as Ultralytics' F1 curve gives it. Counted from COCOeval's own
+    deployed model should cut (``run --score``), as Ultralytics' F1 curve gives it. The threshold is on the class
+    probability (a detection's ``class_score`` where it has one), as ``run --score`` applies it. Counted from COCOeval's own
     matches at IoU 0.5 (a detection on a crowd region counts neither way), so every false positive above a
     threshold counts, also those scoring below the last true positive. ``{"score_threshold", "f1", "precision",
     "recall"}``; None without detections."""
@@ -81,7 +82,7 @@ def best_f1(evaluator, gt: COCO, grid: int = 96) -> dict | None:
         c, g = d["category_id"], matched.get(d["id"])
         if c not in scores or (g is not None and gt.anns[g]["iscrowd"]):
             continue
-        scores[c].append(d["score"])
+        scores[c].append(d.get("class_score", d["score"]))  # what run --score thresholds
         hits[c].append(g is not None)
     scores = {c: np.asarray(v, np.float64) for c, v in scores.items()}
     hits = {c: np.asarray(v, bool) for c, v in hits.items()}
@@ -166,7 +167,8 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
         for d in res.detections:
             x0, y0, x1, y1 = d.box
             cat = cat_of[d.label]
-            det = {"image_id": rec.image_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d.score}
+            det = {"image_id": rec.image_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": d.score,
+                   "class_score": d.class_probability}
             box_dets.append(det)
             if d.has_mask:
                 det["mask"] = encode_rle(d.mask())  # for the mask IoU of the objects found (model.breakdown)

@@ -23,17 +23,26 @@ class Detection:
     Attributes:
         category: Thing class id.
         label: Class name.
-        score: Class probability in [0, 1].
+        score: Confidence in [0, 1] that ranks the detections: the class probability, times the mask's
+            confidence (:func:`~runtime.decode.instance.mask_confidence`) for a model with instance masks.
         box: (x0, y0, x1, y1) in frame pixels.
+        class_score: The class probability alone, which the score threshold (``--score``) applies to;
+            None: the same as ``score``.
     """
 
     category: int
     label: str
     score: float
     box: tuple[float, float, float, float]
+    class_score: float | None = None
     _mask_logits: MaskCrop | None = field(default=None, repr=False, compare=False)
     _transform: Transform | None = field(default=None, repr=False, compare=False)
     _stride: int = field(default=4, repr=False, compare=False)
+
+    @property
+    def class_probability(self) -> float:
+        """The class probability alone (``class_score``, or ``score`` where the two are the same)."""
+        return self.score if self.class_score is None else self.class_score
 
     @property
     def has_mask(self) -> bool:

@@ -4,6 +4,10 @@ with pycocotools (box and mask AP, AP50) and the label maps with the dataset's s
 the device path with the run's own decode settings (the card's score threshold, NMS IoU and detection cap), so
 its AP is cut at that score threshold; ``eval`` scores the same file from score 0.05.
 
+For a model with instance masks, whose detections carry ``class_score`` (the class probability) beside ``score``
+(it times the mask's confidence), the same detections are also scored ranked by ``class_score`` alone
+(``by_class_score``), which is what the runtime reported before it multiplied in the masks' confidence.
+
 Usage: ``.venv/bin/python scripts/score_run.py MODEL.tflite --data DIR [--split val] [--work DIR] [--score F]``;
 prints one JSON line and writes ``WORK/score.json``.
 """
@@ -66,27 +70,30 @@ def main() -> None:
         for d in f["detections"]:
             x0, y0, x1, y1 = d["box"]
             det = {"image_id": r.image_id, "category_id": d["class_id"] + 1, "score": d["score"],
-                   "bbox": [x0, y0, x1 - x0, y1 - y0]}
+                   "class_score": d.get("class_score", d["score"]), "bbox": [x0, y0, x1 - x0, y1 - y0]}
             boxes.append(det)
             if "mask" in d:
                 masks.append({**det, "segmentation": d["mask"]})
     out = {"model": str(args.model), "data": str(args.data), "split": args.split, "frames": len(frames),
            "images": len(data.records), "detections": len(boxes), "score_threshold": card.decode.get("score_threshold")
            if args.score is None else args.score}
+    rescored = any(d["class_score"] != d["score"] for d in boxes)
     for kind, label, dets in (("bbox", "boxes", boxes), ("segm", "masks", masks)):
         gt_dict = data.coco_dict(label)
         if not gt_dict["images"] or not dets:
             continue
-        with contextlib.redirect_stdout(io.StringIO()):
-            gt = COCO()  # pycocotools reads a file; the ground truth is built in memory
-            gt.dataset = gt_dict
-            gt.createIndex()
-            ev = COCOeval(gt, gt.loadRes([d for d in dets if d["image_id"] in gt.imgs]), kind)
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
         key = "box" if kind == "bbox" else "mask"
-        out[f"{key}_ap"], out[f"{key}_ap50"] = round(float(ev.stats[0]), 4), round(float(ev.stats[1]), 4)
+        for rank in ("score", "class_score") if rescored else ("score",):
+            with contextlib.redirect_stdout(io.StringIO()):
+                gt = COCO()  # pycocotools reads a file; the ground truth is built in memory
+                gt.dataset = gt_dict
+                gt.createIndex()
+                ev = COCOeval(gt, gt.loadRes([{**d, "score": d[rank]} for d in dets if d["image_id"] in gt.imgs]), kind)
+                ev.evaluate()
+                ev.accumulate()
+                ev.summarize()
+            into = out if rank == "score" else out.setdefault("by_class_score", {})
+            into[f"{key}_ap"], into[f"{key}_ap50"] = round(float(ev.stats[0]), 4), round(float(ev.stats[1]), 4)
     sem = [r for r in data.records if r.supervision.semantic]
     if sem and (work / "semantic").is_dir():
         n = len(data.semantic_classes)

@@ -9,7 +9,7 @@ from ocrnet_edge.runtime.contract import num_locations
 from ocrnet_edge.runtime.decode import DecodeOptions
 from ocrnet_edge.runtime.decode.detect import anchor_points, decode_detections
 from ocrnet_edge.runtime.decode.frame import decode_outputs
-from ocrnet_edge.runtime.decode.instance import assemble_masks, mask_to_frame
+from ocrnet_edge.runtime.decode.instance import MaskCrop, assemble_masks, mask_confidence, mask_to_frame
 from ocrnet_edge.runtime.preprocess import plan
 from ocrnet_edge.runtime.quant import Quant
 
@@ -121,3 +121,52 @@ def test_cropped_assembly_equals_full_map_inside_the_box():
         ours = mask_to_frame(crop, fb, t, 4)
         np.testing.assert_array_equal(ours[y0:y1, x0:x1], ref[y0:y1, x0:x1])
         assert not ours[:y0].any() and not ours[y1:].any() and not ours[:, :x0].any() and not ours[:, x1:].any()
+
+
+def test_mask_confidence_is_the_mean_foreground_probability_inside_the_box():
+    crisp = np.full((6, 6), -8.0, np.float32)
+    crisp[1:5, 1:5] = 8.0
+    soft = np.where(crisp > 0, 0.5, -0.5).astype(np.float32)
+    box = np.array([[4, 4, 20, 20]], np.float32)  # cells 1..4 of a crop starting at cell 0, stride 4
+    (c_crisp,) = mask_confidence([MaskCrop(0, 0, crisp)], box, 4)
+    (c_soft,) = mask_confidence([MaskCrop(0, 0, soft)], box, 4)
+    assert c_crisp == pytest.approx(1 / (1 + np.exp(-8.0)), abs=1e-6)
+    assert c_soft == pytest.approx(1 / (1 + np.exp(-0.5)), abs=1e-6)
+    # Cells outside the box do not count: a confident margin cannot lift a soft mask.
+    margin = soft.copy()
+    margin[0, :] = 8.0
+    assert mask_confidence([MaskCrop(0, 0, margin)], box, 4)[0] == pytest.approx(c_soft, abs=1e-6)
+    # An empty mask has none; a box thinner than a cell uses the crop's cells.
+    assert mask_confidence([MaskCrop(0, 0, -crisp - 20)], box, 4)[0] == 0.0
+    both = mask_confidence([MaskCrop(0, 0, -crisp - 20), MaskCrop(0, 0, soft), MaskCrop(0, 0, -crisp - 20)],
+                           np.repeat(box, 3, 0), 4)
+    np.testing.assert_allclose(both, [0.0, c_soft, 0.0], atol=1e-6)  # one call for many, empty ones anywhere
+    thin = np.array([[5, 5, 5.5, 19]], np.float32)
+    assert mask_confidence([MaskCrop(0, 0, crisp)], thin, 4)[0] > 0.99
+
+
+def test_masks_rescore_detections_but_the_threshold_applies_to_the_class_probability():
+    """Two people at class probability 0.9 and 0.5, the first with a blurred mask and the second with a crisp
+    one: the crisp one ranks first, each keeps its class probability, and the blurred one, whose product falls
+    under the threshold, stays (the threshold is on the class probability)."""
+    g = SIZE // 4
+    centres, _ = anchor_points(SIZE)
+    a = int(np.argmin(np.abs(centres[:, 0] - 36) + np.abs(centres[:, 1] - 36)))
+    b = int(np.argmin(np.abs(centres[:, 0] - 92) + np.abs(centres[:, 1] - 92)))
+    protos = np.zeros((1, g, g, 2), np.float32)
+    protos[0, :16, :16, 0] = 0.1  # weak evidence around the first object
+    protos[0, 16:, 16:, 1] = 6.0  # strong around the second
+    coeffs = np.zeros((1, N, 2), np.float32)
+    coeffs[0, a, 0] = coeffs[0, b, 1] = 1.0
+    out = {"det_scores": _scores_with([(a, 0, 0.9), (b, 0, 0.5)])[None], "det_boxes": _boxes(1.0)[None],
+           "det_coeffs": coeffs, "mask_protos": protos}
+    res = decode_outputs(out, plan(SIZE, SIZE, SIZE), options=DecodeOptions(score_threshold=0.48))
+    first, second = res.detections
+    assert first.class_score == pytest.approx(0.5) and second.class_score == pytest.approx(0.9)
+    assert first.score == pytest.approx(0.5 / (1 + np.exp(-6.0)), abs=1e-5)
+    assert second.score == pytest.approx(0.9 / (1 + np.exp(-0.1)), abs=1e-5)
+    assert second.score < 0.48 < second.class_probability  # kept: the cut is on the class probability
+    # Without masks the score is the class probability.
+    plain = decode_outputs({k: out[k] for k in ("det_scores", "det_boxes")}, plan(SIZE, SIZE, SIZE))
+    assert [d.score for d in plain.detections] == pytest.approx([0.9, 0.5])
+    assert [d.class_probability for d in plain.detections] == pytest.approx([0.9, 0.5])

@@ -43,6 +43,11 @@ class FakeDet:
     score: float
     box: tuple
     m: np.ndarray | None = None
+    class_score: float | None = None
+
+    @property
+    def class_probability(self) -> float:
+        return self.score if self.class_score is None else self.class_score
 
     @property
     def has_mask(self) -> bool:
@@ -108,6 +113,18 @@ def test_known_errors_are_counted(tmp_path):
     assert [Path(f).name for f in m["preview"]] == ["01_scene.jpg"]
     img = cv2.imread(m["preview"][0])
     assert img is not None and img.shape[1] == W and img.shape[0] > H
+
+
+def test_the_breakdown_counts_what_the_runtime_keeps(tmp_path):
+    """The runtime's threshold cuts the class probability; a mask model's score is lower (times the mask's
+    confidence). A detection of class probability 0.5 and score 0.2 is kept by the runtime, so it is a find."""
+    rec = _record(tmp_path / "scene.jpg", OBJECTS)
+    ds = _dataset(tmp_path, [rec])
+    kept = FakeDet(NAMES[0], 0.2, (10.0, 10.0, 60.0, 60.0), class_score=0.5)  # finds A
+    dropped = FakeDet(NAMES[0], 0.2, (10.0, 100.0, 60.0, 150.0), class_score=0.25)  # finds C, under the cut
+    errors = evaluate_results(ds, [(rec, FakeResult((kept, dropped)))], heads={"detect"}, score_threshold=SCORE)["errors"]
+    assert errors["per_class"]["a"]["found"] == 1 and errors["per_class"]["a"]["missed"] == 2
+    assert errors["per_class"]["a"]["false_positives"] == 0
 
 
 LOOSE_IOU = 0.6

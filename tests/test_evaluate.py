@@ -21,6 +21,10 @@ class FakeDet:
 
     has_mask = True
 
+    @property
+    def class_probability(self) -> float:
+        return self.score
+
     def mask(self):
         return self.m
 
@@ -66,9 +70,11 @@ def test_no_detections_scores_zero(small_dataset):
 class _Ev:
     """What best_f1 reads of a COCOeval: the detections and COCOeval's matches at IoU 0.5 ("dt_gt" keys)."""
 
-    def __init__(self, dets, matches):
+    def __init__(self, dets, matches, class_scores=None):
         self.cocoDt = type("Dt", (), {"anns": {i: {"id": i, "category_id": 1, "score": s}
                                                for i, s in enumerate(dets, 1)}})()
+        for i, c in enumerate(class_scores or (), 1):
+            self.cocoDt.anns[i]["class_score"] = c
         self.eval = {"matched": {f"{d}_{g}": 1 for d, g in matches.items()}}
 
 
@@ -94,6 +100,20 @@ def test_best_f1_counts_every_false_positive_above_the_cut():
     assert f["f1"] == pytest.approx(0.8) and f["precision"] == pytest.approx(0.8) and f["recall"] == pytest.approx(0.8)
     assert 0.2 < f["score_threshold"] <= 0.5, "the lowest cut with the best F1"
     assert best_f1(None, _GT()) is None
+
+
+def test_best_f1_is_a_cut_on_the_class_probability():
+    """With masks, a detection's score is its class probability times its mask's confidence, but run --score cuts
+    the class probability: the advice is in those units. Class probabilities 0.9 (found), 0.8 (found), 0.6
+    (false), 0.55 (found), 0.5 (false), 3 objects, scores halved: the best cut keeps the first four (P 0.75,
+    R 1.0), so it lies in (0.5, 0.55] of class probability (it would be in (0.25, 0.275] of score)."""
+    from ocrnet_edge.model.evaluate import best_f1
+
+    cls = [0.9, 0.8, 0.6, 0.55, 0.5]
+    gt = type("GT3", (_GT,), {"anns": {g: {"id": g, "iscrowd": 0} for g in range(1, 4)}})()
+    f = best_f1(_Ev([c / 2 for c in cls], {1: 1, 2: 2, 4: 3}, class_scores=cls), gt)
+    assert f["recall"] == pytest.approx(1.0) and f["precision"] == pytest.approx(0.75)
+    assert 0.5 < f["score_threshold"] <= 0.55
 
 
 def test_eval_reports_the_operating_point(small_dataset):

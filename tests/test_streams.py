@@ -163,6 +163,10 @@ def test_run_writes_json_video_and_label_maps(converted, roomy_board, tmp_path):
         jsonschema.validate(rec, JSON_SCHEMA)
     assert [r["frame"] for r in lines] == list(range(12))
     assert any(r["detections"] for r in lines)
+    # A mask model's score is the class probability times the mask's confidence; the detections come best first.
+    for r in lines:
+        assert all("mask" in d and 0.0001 <= d["class_score"] and d["score"] <= d["class_score"] for d in r["detections"])
+        assert [d["score"] for d in r["detections"]] == sorted((d["score"] for d in r["detections"]), reverse=True)
     cap = cv2.VideoCapture(str(video))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     ok, first = cap.read()

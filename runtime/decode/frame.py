@@ -1,6 +1,8 @@
 """Decoding of the fused model's outputs into a :class:`~runtime.results.FrameResult`.
 
-:func:`decode_outputs` joins the per-task decoders.
+:func:`decode_outputs` joins the per-task decoders. For a model with instance masks, a detection's score is
+its class probability times its mask's confidence (:func:`~.instance.mask_confidence`); the score threshold and
+NMS act on the class probability, before the masks are assembled.
 The evaluator of the workstation side calls this same function, so evaluating a ``.tflite``
 measures exactly what the device runs.
 """
@@ -16,7 +18,7 @@ from ..preprocess import Transform
 from ..quant import FLOAT, Quant
 from ..results import Detection, FrameResult
 from .detect import DecodeOptions, decode_detections
-from .instance import assemble_masks
+from .instance import assemble_masks, mask_confidence
 from .semantic import semantic_argmax
 
 SEG_LABELS = "seg_labels"
@@ -58,19 +60,26 @@ def decode_outputs(
             q.get(contract.DET_SCORES, FLOAT), q.get(contract.DET_BOXES, FLOAT), strides,
         )
         masks = None
+        scores = raw.scores
+        order = range(len(raw))
         if contract.DET_COEFFS in outputs and contract.MASK_PROTOS in outputs:
             masks = assemble_masks(
                 outputs[contract.DET_COEFFS], outputs[contract.MASK_PROTOS], raw.locations, raw.boxes, seg_stride,
                 q.get(contract.DET_COEFFS, FLOAT), q.get(contract.MASK_PROTOS, FLOAT),
             )
+            scores = raw.scores * mask_confidence(masks, raw.boxes, seg_stride)
+            order = np.argsort(-scores, kind="stable").tolist()  # best first, by the score reported
         frame_boxes = transform.boxes_to_frame(raw.boxes).tolist()
+        classes, class_scores, scores = raw.classes.tolist(), raw.scores.tolist(), scores.tolist()
         dets = tuple(
             Detection(
-                category=c, label=class_names[c], score=s, box=tuple(b),
+                category=classes[i], label=class_names[classes[i]], score=scores[i], box=tuple(frame_boxes[i]),
+                class_score=class_scores[i],
                 _mask_logits=None if masks is None else masks[i], _transform=transform, _stride=seg_stride,
             )
-            for i, (c, s, b) in enumerate(zip(raw.classes.tolist(), raw.scores.tolist(), frame_boxes))
-            if b[2] > b[0] and b[3] > b[1]  # a box wholly inside the letterbox bars is not in the frame
+            for i in order
+            if frame_boxes[i][2] > frame_boxes[i][0] and frame_boxes[i][3] > frame_boxes[i][1]
+            # a box wholly inside the letterbox bars is not in the frame
         )
     semantic = logits = None
     is_labels = False

@@ -11,7 +11,9 @@ JSON lines schema (one object per frame)::
      "ms": {"capture": float, "preprocess": float, "invoke": float, "decode": float,
             "total": float (capture start to result), "latency": float (capture to result)},
      "detections": [{"class": str, "class_id": int, "score": float, "box": [x0, y0, x1, y1],
-                     "mask": {"size": [H, W], "counts": str} (COCO RLE, when the model has masks)}],
+                     "mask": {"size": [H, W], "counts": str} (COCO RLE, when the model has masks),
+                     "class_score": float (when the model has masks: the class probability, which --score
+                                   applies to; "score" is it times the mask's confidence)}],
      "semantic": {"class": pixel share in [0, 1]} (classes present, when the model has a semantic head),
      "dropped": int (frames the source dropped so far), "name": str (image sources)}
 """
@@ -53,6 +55,7 @@ JSON_SCHEMA = {
                 "score": {"type": "number", "minimum": 0, "maximum": 1},
                 "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
                 "mask": {"type": "object", "required": ["size", "counts"]},
+                "class_score": {"type": "number", "minimum": 0, "maximum": 1},
             }}},
         "semantic": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
         "dropped": {"type": "integer", "minimum": 0},
@@ -90,6 +93,8 @@ def frame_record(frame: Frame, result: FrameResult, semantic_classes: tuple[str,
                 "box": [round(v, 1) for v in d.box]}
         if masks and d.has_mask:
             item["mask"] = rle.encode(d.mask())
+        if d.has_mask:
+            item["class_score"] = round(d.class_probability, 4)
         dets.append(item)
     rec = {"frame": result.sequence, "timestamp": round(result.elapsed_s, 4), "source_frame": frame.index,
            "ms": {k: round(v, 3) for k, v in result.times_ms.items()}, "detections": dets, "dropped": frame.dropped}
