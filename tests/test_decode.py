@@ -141,6 +141,9 @@ def test_mask_confidence_is_the_mean_foreground_probability_inside_the_box():
     both = mask_confidence([MaskCrop(0, 0, -crisp - 20), MaskCrop(0, 0, soft), MaskCrop(0, 0, -crisp - 20)],
                            np.repeat(box, 3, 0), 4)
     np.testing.assert_allclose(both, [0.0, c_soft, 0.0], atol=1e-6)  # one call for many, empty ones anywhere
+    # Logits far below 0 (an int8 mask's background) neither overflow nor warn.
+    with np.errstate(over="raise", invalid="raise"):
+        assert mask_confidence([MaskCrop(0, 0, crisp * 40)], box, 4)[0] == pytest.approx(1.0)
     thin = np.array([[5, 5, 5.5, 19]], np.float32)
     assert mask_confidence([MaskCrop(0, 0, crisp)], thin, 4)[0] > 0.99
 

@@ -95,22 +95,24 @@ def mask_confidence(crops: list[MaskCrop], boxes: np.ndarray, stride: float) -> 
     out = np.zeros(len(crops), np.float32)
     if not crops:
         return out
+    b = np.asarray(boxes, np.float64)
     # Cells whose centre ((u + 0.5) * stride) lies inside [x0, x1]: u from ceil(x0 / stride - 0.5) to floor(x1 / ...).
-    first = np.ceil(np.asarray(boxes, np.float64)[:, :2] / stride - 0.5).astype(np.int64)
-    last = np.floor(np.asarray(boxes, np.float64)[:, 2:] / stride - 0.5).astype(np.int64)
-    fg = []
-    for crop, (u0, v0), (u1, v1) in zip(crops, first.tolist(), last.tolist()):
+    first = np.ceil(b[:, :2] / stride - 0.5).astype(np.int64).tolist()
+    last = np.floor(b[:, 2:] / stride - 0.5).astype(np.int64).tolist()
+    parts = []
+    for crop, (u0, v0), (u1, v1) in zip(crops, first, last):
         h, w = crop.logits.shape
         c0, c1 = max(u0 - crop.x0, 0), min(u1 - crop.x0 + 1, w)
         r0, r1 = max(v0 - crop.y0, 0), min(v1 - crop.y0 + 1, h)
-        inside = crop.logits[r0:r1, c0:c1] if c1 > c0 and r1 > r0 else crop.logits
-        fg.append(inside[inside > 0])
-    counts = np.array([len(f) for f in fg])
-    some = counts > 0
-    if some.any():
-        p = 1.0 / (1.0 + np.exp(-np.concatenate(fg)))  # one sigmoid over every mask's foreground
-        starts = (np.cumsum(counts) - counts)[some]  # an empty mask adds no values, so each sum runs to the next start
-        out[some] = np.add.reduceat(p, starts) / counts[some]
+        parts.append((crop.logits[r0:r1, c0:c1] if c1 > c0 and r1 > r0 else crop.logits).ravel())
+    # One pass over every mask's cells (the per-mask work is a slice): none of the parts is empty.
+    sizes = np.fromiter((len(x) for x in parts), np.int64, len(parts))
+    logits = np.concatenate(parts)
+    fg = logits > 0
+    prob = np.where(fg, 1.0 / (1.0 + np.exp(-np.maximum(logits, 0))), 0.0)  # exp of at most 0: no overflow
+    starts = np.cumsum(sizes) - sizes
+    count = np.add.reduceat(fg.astype(np.float64), starts)
+    np.divide(np.add.reduceat(prob, starts), count, out=out, where=count > 0, casting="unsafe")
     return out
 
 
