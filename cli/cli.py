@@ -247,7 +247,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(breakdown_table(metrics["errors"]))
     if metrics.get("best_f1"):
         f = metrics["best_f1"]
-        print(f"operating point: score >= {f['score_threshold']:.2f} gives the best F1 {f['f1']:.3f} at IoU 0.5 "
+        print(f"operating point: class probability >= {f['score_threshold']:.2f} gives the best F1 {f['f1']:.3f} at IoU 0.5 "
               f"(precision {f['precision']:.3f}, recall {f['recall']:.3f}; NMS IoU {options.iou_threshold:g}); "
               f"run --score {f['score_threshold']:.2f} to use it")
     if args.preview:
@@ -654,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-semantic-overlay", action="store_true", help="annotate without the semantic overlay")
     r.add_argument("--realtime", action="store_true", help="pace a file source like a camera")
     r.add_argument("--max-frames", type=int, help="stop after N frames")
-    r.add_argument("--score", type=float, help="score threshold (default: the card's)")
+    r.add_argument("--score", type=float,
+                   help="threshold on the class probability (default: the card's); a mask model's scores also hold "
+                        "the mask's confidence, so they may lie under it")
     r.add_argument("--iou", type=float, help="NMS IoU threshold (default: the card's)")
     r.add_argument("--max-det", type=int, help="most detections per frame (default: the card's)")
     r.add_argument("--summary", type=Path, help="write the run's summary as JSON here")
