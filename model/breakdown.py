@@ -67,6 +67,12 @@ class ImageErrors:
         return self.missed + self.false_positives
 
 
+def cut_score(det: dict) -> float:
+    """What the runtime's score threshold cuts in one scored detection: its class probability (``class_score``,
+    which a mask model's ``score`` multiplies by the mask's confidence), else its ``score``."""
+    return det.get("class_score", det["score"])
+
+
 def _xyxy(bbox) -> list[float]:
     x, y, w, h = bbox
     return [x, y, x + w, y + h]
@@ -104,7 +110,7 @@ def error_breakdown(gt, box_ev, names: tuple[str, ...], dataset: Dataset, mask_e
              "missed_by_size": {s: 0 for s, *_ in SIZES}, "_mask_ious": []} for _ in range(n)]
     dets_of, gts_of = defaultdict(list), defaultdict(list)
     for a in dt_anns.values():
-        if a.get("class_score", a["score"]) >= score_threshold:  # the detections the runtime keeps
+        if cut_score(a) >= score_threshold:  # the detections the runtime keeps
             dets_of[a["image_id"]].append(a)
     for a in gt.anns.values():
         gts_of[a["image_id"]].append(a)

@@ -24,7 +24,7 @@ from ocrnet_edge.runtime.preprocess import preprocess_into
 from ocrnet_edge.runtime.quant import Quant
 from ocrnet_edge.runtime.results import FrameResult
 
-from .breakdown import OPERATING_SCORE, error_breakdown, worst_images, write_error_preview
+from .breakdown import OPERATING_SCORE, cut_score, error_breakdown, worst_images, write_error_preview
 from .data import Dataset, Record, encode_rle
 
 EVAL_DECODE = DecodeOptions(score_threshold=0.05, iou_threshold=0.6, max_detections=100)
@@ -82,7 +82,7 @@ def best_f1(evaluator, gt: COCO, grid: int = 96) -> dict | None:
         c, g = d["category_id"], matched.get(d["id"])
         if c not in scores or (g is not None and gt.anns[g]["iscrowd"]):
             continue
-        scores[c].append(d.get("class_score", d["score"]))  # what run --score thresholds
+        scores[c].append(cut_score(d))  # what run --score thresholds
         hits[c].append(g is not None)
     scores = {c: np.asarray(v, np.float64) for c, v in scores.items()}
     hits = {c: np.asarray(v, bool) for c, v in hits.items()}
