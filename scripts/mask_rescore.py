@@ -16,13 +16,12 @@ import argparse
 import dataclasses
 import json
 
-import numpy as np
-
+from ocrnet_edge.convert.fidelity import engine_outputs
 from ocrnet_edge.model.data import load_dataset
 from ocrnet_edge.model.evaluate import evaluate_results
 from ocrnet_edge.runtime.decode.detect import DecodeOptions
 from ocrnet_edge.runtime.decode.frame import decode_outputs
-from ocrnet_edge.runtime.engine import Engine, EngineOptions
+from ocrnet_edge.runtime.engine import Engine
 
 VARIANTS = (("power", 0), ("power", 1), ("power", 2), ("power", 3), ("cut after", 1))
 
@@ -33,14 +32,14 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="val")
     args = ap.parse_args()
-    with Engine.open(args.model, None, EngineOptions()) as engine:
+    with Engine.open(args.model) as engine:
         data = load_dataset(args.data, engine.card.class_names, split=args.split, quiet=True)
         options = DecodeOptions.merged(engine.card.decode)
         cached = []
-        for rec in data.records:
-            out, transform = engine.invoke_raw(rec.image())
-            res = decode_outputs({k: np.array(v) for k, v in out.items()}, transform, data.class_names, options,
-                                 engine.quants, seg_stride=engine.card.seg_stride)
+        for rec, out, transform in engine_outputs(engine, data):
+            # Decoded at once (the masks are assembled, the semantic logits copied) before the next invoke.
+            res = decode_outputs(out, transform, data.class_names, options, engine.quants,
+                                 seg_stride=engine.card.seg_stride)
             # The runtime's score is class probability x confidence, so the confidence is their ratio.
             conf = [d.score / d.class_probability if d.class_probability > 0 else 0.0 for d in res.detections]
             cached.append((rec, res, conf))
