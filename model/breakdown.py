@@ -228,8 +228,9 @@ def breakdown_table(doc: dict, indent: str = "") -> str:
     def line(name, values):
         return f"{indent}{name:<{width}}" + "".join(f" {v:>{w - 1}}" for v, (_, w) in zip(values, cols))
 
-    lines = [f"{indent}errors at IoU {doc['iou_threshold']:g} among detections scoring >= {doc['score_threshold']:.2f} "
-             "(objects and missed also by size: small/medium/large):", line("class", [c for c, _ in cols])]
+    lines = [f"{indent}errors at IoU {doc['iou_threshold']:g} among detections of class probability >= "
+             f"{doc['score_threshold']:.2f} (objects and missed also by size: small/medium/large):",
+             line("class", [c for c, _ in cols])]
     for n, r in rows.items():
         lines.append(line(n, [r["objects"], sml(r["objects_by_size"]), r["missed"], sml(r["missed_by_size"]),
                               r["duplicate"], r["poorly_localised"], r["wrong_class"], r["background"],
