@@ -333,10 +333,12 @@ class _History(keras.callbacks.Callback):
         self.round_times.append(now - self._round_start)
         self._round_start = now
         self.spent = self.spent_before + (now - self.started)
-        if not (self.cfg.time_hours and self.schedule):
-            return False
         times = self.round_times
         pace = float(np.median(times[1:])) if len(times) > 1 else times[0]
+        if len(times) == 2 and self.schedule and not self.cfg.time_hours and rounds_done < self.schedule.rounds:
+            self._say_pace(rounds_done, pace)  # a time-limited run says where it ends instead
+        if not (self.cfg.time_hours and self.schedule):
+            return False
         left = self.cfg.time_hours * 3600.0 - self.spent
         planned = self.schedule.rounds
         rounds = rounds_in_time(rounds_done, planned, left, pace)
@@ -353,6 +355,16 @@ class _History(keras.callbacks.Callback):
                       f"{self.schedule.total_steps}, its learning rate decaying to that step")
             self.end_step = end
         return last
+
+
+    def _say_pace(self, rounds_done: int, pace: float) -> None:
+        """Once, after this process's second round (the first traces the step, so it is long): how long the rest of the
+        planned run takes at the pace of that round, and when it ends, so that a slow machine shows early."""
+        sch = self.schedule
+        left = (sch.rounds - rounds_done) * pace
+        ends = time.strftime("%H:%M", time.localtime(time.time() + left))
+        print(f"pace: {duration_text(pace)} a round of {sch.round_steps} steps: the run's {sch.total_steps} steps take "
+              f"about {duration_text(left)} more, to about {ends} (train --time HOURS caps a run)")
 
 
 def rounds_in_time(done: int, planned: int, left_s: float, pace_s: float) -> int:

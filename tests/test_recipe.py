@@ -352,6 +352,20 @@ def test_a_time_limit_spent_in_the_first_round_says_the_decay_was_cut(tmp_path, 
             ) in printed
 
 
+def test_a_run_says_its_pace_once_after_the_round_that_traced_the_step(tmp_path, monkeypatch, capsys):
+    _, rounds, _, printed = _time_limited(tmp_path, monkeypatch, capsys, limit_s=0.0)
+    assert rounds == PLANNED_ROUNDS
+    lines = [line for line in printed.splitlines() if line.startswith("pace:")]
+    assert len(lines) == 1, printed
+    # The second round's 100 s, not the first's 300 s of tracing: 8 rounds left take 800 s.
+    assert lines[0].startswith("pace: 1 min 40 s a round of 10 steps: the run's 100 steps take about 13 min 20 s more")
+
+
+def test_a_time_limited_run_leaves_the_pace_to_its_time_line(tmp_path, monkeypatch, capsys):
+    *_, printed = _time_limited(tmp_path, monkeypatch, capsys)
+    assert "pace:" not in printed
+
+
 def test_the_traced_step_follows_a_moved_end():
     """The end is read by the compiled step, not fixed into it: with a constant gradient Adam moves a weight by
     exactly the learning rate, so the step after the end moves shows which end the step used."""
