@@ -356,7 +356,6 @@ class _History(keras.callbacks.Callback):
             self.end_step = end
         return last
 
-
     def _say_pace(self, rounds_done: int, pace: float) -> None:
         """Once, after this process's second round (the first traces the step, so it is long): how long the rest of the
         planned run takes at the pace of that round, and when it ends, so that a slow machine shows early."""
