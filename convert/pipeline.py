@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ocrnet_edge.model.config import ModelConfig
 from ocrnet_edge.model.data import Dataset, load_dataset, write_scenes
-from ocrnet_edge.model.evaluate import evaluate_keras, evaluate_outputs
+from ocrnet_edge.model.evaluate import Scored, evaluate_keras, evaluate_outputs
 from ocrnet_edge.model.io import load_data_record, load_model, load_model_config
 from ocrnet_edge.model.network import output_spec
 from ocrnet_edge.runtime.contract import InputSize, parse_size, size_json
@@ -191,6 +191,8 @@ class FidelityPart:
     result: fidelity.GateResult
     skipped: dict[str, str]
     worst_layers: tuple[dict, ...] = ()
+    images: int = 0
+    calibration_images: int = 0
 
     def as_dict(self) -> dict:
         r = self.result
@@ -198,8 +200,10 @@ class FidelityPart:
              "float": r.float_metrics, "int8": r.int8_metrics, "drops_points": r.drops, "max_drop_points": r.max_drop,
              "passed": r.ok, "failed": list(r.failed), "skipped": self.skipped}
         if not r.ok:
+            d["drop_intervals"] = {k: list(v) for k, v in r.intervals.items()}
+            d["interval"] = {"level": fidelity.LEVEL, "draws": fidelity.DRAWS, "images": self.images}
             d["worst_layers"] = list(self.worst_layers)
-            d["suggestions"] = list(fidelity.SUGGESTIONS)
+            d["suggestions"] = fidelity.suggestions(r, self.images, self.calibration_images)
         return d
 
 
@@ -242,21 +246,26 @@ def _audit(int8_bytes: bytes, net, cfg: ModelConfig, work: Path, model_path: Pat
 
 
 def _gate(net, cfg: ModelConfig, staged: Path, plan, representative, options: ConvertOptions,
-          work: Path) -> tuple[FidelityPart, Dataset]:
-    """Float against int8 on the gate images the model never trained on; on a failure, the worst layers.
-    Returns the part and the gate images (the ONNX files are gated on the same)."""
+          work: Path, calibration_images: int) -> tuple[FidelityPart, Dataset]:
+    """Float against int8 on the gate images the model never trained on; on a failure, each failed drop's
+    interval over resampled gate images and the worst layers. Returns the part and the gate images (the ONNX
+    files are gated on the same)."""
     description, load = plan
     heldout = load(work)
     static = export_model(net, cfg)
+    f_scored, i_scored = Scored(), Scored()
     with Engine.open(staged, options=EngineOptions(threads=options.threads)) as engine:
         agreement = fidelity.output_agreement(static, engine, heldout, options.progress)
-        f_metrics = evaluate_keras(static, heldout, progress=options.progress)
+        f_metrics = evaluate_keras(static, heldout, progress=options.progress, keep=f_scored)
         i_metrics = evaluate_outputs(heldout, fidelity.engine_outputs(engine, heldout), engine.quants,
-                                     progress=options.progress)
+                                     progress=options.progress, keep=i_scored)
     result = fidelity.gate(f_metrics, i_metrics, options.max_drop)
-    worst = () if result.ok else tuple(fidelity.layer_errors(net, cfg, representative))
+    worst = ()
+    if not result.ok:
+        result = fidelity.with_intervals(result, heldout, f_scored, i_scored)
+        worst = tuple(fidelity.layer_errors(net, cfg, representative))
     return FidelityPart(f"{description} ({len(heldout)} images)", agreement, result, f_metrics.get("skipped", {}),
-                        worst), heldout
+                        worst, len(heldout), calibration_images), heldout
 
 
 def _compile(int8_path: Path, out_dir: Path, gate_ok: bool) -> tuple[dict, Path | None, Exception | None]:
@@ -319,7 +328,8 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
         staged.write_bytes(final)
         report["files"] = {"int8_bytes": len(final), "float32_bytes": len(float_bytes) if float_bytes else None}
 
-        fid, heldout = _gate(net, cfg, staged, gate_plan, representative, options, work) if gate_plan else (None, None)
+        fid, heldout = (_gate(net, cfg, staged, gate_plan, representative, options, work, len(cal.files)) if gate_plan
+                        else (None, None))
         if fid is not None:
             report["fidelity"] = fid.as_dict()
             if not fid.result.ok:
@@ -352,8 +362,11 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
     out = ConvertResult(int8_path, card_path, json_path, md_path, float_path, tpu_path, report,
                         onnx_out.float_path if onnx_out else None, onnx_out.qdq_path if onnx_out else None)
     if fid is not None and not fid.result.ok:
-        raise GateError(f"fidelity gate failed ({fid.result.failures()}, at most {options.max_drop} allowed); model "
-                        f"written as {int8_path.name}, see {md_path}")
+        chance = (f"; {fid.images} gate images cannot tell this drop from one within the limit: convert again "
+                  "with --val DIR holding more labelled photos the model never trained on"
+                  if fid.result.within_chance() else "")
+        raise GateError(f"fidelity gate failed ({fid.result.failures()}, at most {options.max_drop} allowed){chance}; "
+                        f"model written as {int8_path.name}, see {md_path}")
     if compile_error is not None:
         raise compile_error
     if onnx_out is not None and onnx_out.error is not None:

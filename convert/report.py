@@ -59,7 +59,13 @@ def render_markdown(r: dict) -> str:
         for k, v in fid["outputs"].items():
             lines.append(f"| {k} | {v['cosine']:.5f} | {v['max_abs']:.4f} | {v['mean_abs']:.5f} | {v['scale']:.5f} |")
         if not fid["passed"]:
-            lines += ["", "Layers with the largest quantization error (RMSE, TensorFlow's quantization debugger):", ""]
+            iv = fid.get("interval", {})
+            lines.append("")
+            for k, (lo, hi) in fid.get("drop_intervals", {}).items():
+                lines += [f"{k}'s drop over {iv.get('draws')} resamples of the {iv.get('images')} gate images "
+                          f"(drawn with replacement, the same draw for both files): {lo:.2f} to {hi:.2f} points in "
+                          f"{100 * iv.get('level', 0):.0f}% of them.", ""]
+            lines += ["Layers with the largest quantization error (RMSE, TensorFlow's quantization debugger):", ""]
             lines += [f"- `{w['tensor']}`: RMSE {w['rmse']:.4f}, max abs {w['max_abs_error']:.4f}"
                       for w in fid["worst_layers"]]
             lines += ["", "What to try:", ""] + [f"- {s}" for s in fid["suggestions"]]

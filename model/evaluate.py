@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -132,9 +133,20 @@ def _per_class_ap(ev: dict, n: int, gt: COCO | None = None) -> list[float | None
     return out + [None] * (n - len(out))
 
 
+@dataclass
+class Scored:
+    """What a score was computed from, image by image, kept for scoring again on a resampled set of the same
+    images (:class:`Resampler`): the COCO-style box and mask detections, and each image's semantic
+    confusion matrix (by image id)."""
+
+    box_dets: list[dict] = field(default_factory=list)
+    mask_dets: list[dict] = field(default_factory=list)
+    confusion: dict[int, np.ndarray] = field(default_factory=dict)
+
+
 def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResult]],
                      heads: set[str] | None = None, preview: Path | str | None = None, preview_count: int = 16,
-                     score_threshold: float = OPERATING_SCORE) -> dict:
+                     score_threshold: float = OPERATING_SCORE, keep: Scored | None = None) -> dict:
     """Score decoded results against a dataset's ground truth, on what its labels support.
 
     Box AP is scored on images with boxes, mask AP on images with instance masks, mIoU on images
@@ -149,6 +161,7 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
         preview: Folder for the worst images drawn (:func:`model.breakdown.write_error_preview`), or None.
         preview_count: Images in the preview.
         score_threshold: Score at which the error breakdown counts detections (the runtime's default).
+        keep: Filled with the per-image detections and confusion matrices the metrics come from, or None.
 
     Returns:
         A JSON-ready dict with :data:`METRIC_KEYS` (None where skipped), per-class AP and IoU, the
@@ -178,10 +191,15 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
             sem = res.semantic_frame()
             if sem is not None:
                 sem_images += 1
-                cm += confusion(rec.semantic(), sem, n_sem)
+                image_cm = confusion(rec.semantic(), sem, n_sem)
+                cm += image_cm
+                if keep is not None:
+                    keep.confusion[rec.image_id] = image_cm
     heads = {"detect", "semantic", "instance"} if heads is None else heads
-    keep = set(ids)
-    sub = dataset.subset([r for r in dataset.records if r.image_id in keep])
+    if keep is not None:
+        keep.box_dets[:], keep.mask_dets[:] = box_dets, mask_dets
+    scored_ids = set(ids)
+    sub = dataset.subset([r for r in dataset.records if r.image_id in scored_ids])
     skipped: dict[str, str] = {}
     out: dict = {"images": len(ids), "detections": len(box_dets)}
 
@@ -242,6 +260,64 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
             out["preview"] = [str(f) for f in files]
     out["skipped"] = skipped
     return out
+
+
+class Resampler:
+    """Box AP, mask AP and mIoU of several scorings of one dataset (:class:`Scored`, from
+    :func:`evaluate_results`), scored again on sets of its images drawn with replacement: an image drawn twice
+    counts twice, under a new id. The ground truth and the detections are grouped by image once; each draw is
+    one COCOeval per scoring and label, the same images for every scoring (a paired resample)."""
+
+    _LABELS = (("boxes", "box_ap", "bbox", "box_dets"), ("masks", "mask_ap", "segm", "mask_dets"))
+    _DET_KEYS = {"bbox": ("category_id", "bbox", "score"), "segm": ("category_id", "segmentation", "score")}
+
+    def __init__(self, dataset: Dataset, scored: Sequence[Scored]):
+        self._gt, self._dets = {}, []
+        for label, _key, _iou, _attr in self._LABELS:
+            gt = dataset.coco_dict(label)
+            anns: dict[int, list[dict]] = {im["id"]: [] for im in gt["images"]}
+            for a in gt["annotations"]:
+                anns[a["image_id"]].append(a)
+            self._gt[label] = ({im["id"]: im for im in gt["images"]}, anns, gt["categories"])
+        for s in scored:
+            grouped: dict[str, dict[int, list[dict]]] = {}
+            for _label, _key, iou_type, attr in self._LABELS:
+                by_image: dict[int, list[dict]] = {}
+                for d in getattr(s, attr):
+                    by_image.setdefault(d["image_id"], []).append({k: d[k] for k in self._DET_KEYS[iou_type]})
+                grouped[attr] = by_image
+            self._dets.append((grouped, s.confusion))
+
+    def metrics(self, picks: Sequence[int], keys: Iterable[str] = ("box_ap", "mask_ap", "miou")
+                ) -> list[dict[str, float | None]]:
+        """The metrics ``keys`` (of box_ap, mask_ap, miou) of each scoring on the images ``picks`` (image ids,
+        repeats allowed); None where none of the picked images carries that label."""
+        keys = set(keys)
+        out: list[dict[str, float | None]] = [{} for _ in self._dets]
+        for label, key, iou_type, attr in self._LABELS:
+            if key not in keys:
+                continue
+            images, anns, categories = self._gt[label]
+            chosen = [i for i in picks if i in images]
+            if not chosen:
+                for o in out:
+                    o[key] = None
+                continue
+            gt_dict: dict = {"images": [], "annotations": [], "categories": categories}
+            for n, i in enumerate(chosen, 1):
+                gt_dict["images"].append({**images[i], "id": n})
+                gt_dict["annotations"] += [{**a, "id": len(gt_dict["annotations"]) + k + 1, "image_id": n}
+                                           for k, a in enumerate(anns[i])]
+            with contextlib.redirect_stdout(io.StringIO()):
+                gt = COCO(gt_dict)
+            for o, (grouped, _cms) in zip(out, self._dets):
+                dets = [{**d, "image_id": n} for n, i in enumerate(chosen, 1) for d in grouped[attr].get(i, ())]
+                o[key] = float(_coco_eval(gt, dets, iou_type)[0][0])
+        if "miou" in keys:
+            for o, (_grouped, cms) in zip(out, self._dets):
+                picked = [cms[i] for i in picks if i in cms]
+                o["miou"] = float(np.nanmean(iou_from_confusion(np.sum(picked, axis=0)))) if picked else None
+        return out
 
 
 def validation_score(metrics: dict) -> float:

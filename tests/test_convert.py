@@ -91,7 +91,11 @@ def test_gate_failure_writes_reports_and_a_failed_model(tiny_model, calib_dir, t
     report = json.loads((tmp_path / "tiny.report.json").read_text())
     assert report["fidelity"]["passed"] is False
     assert len(report["fidelity"]["worst_layers"]) > 0 and report["fidelity"]["suggestions"]
-    assert "Layers with the largest quantization error" in (tmp_path / "tiny.report.md").read_text()
+    intervals = report["fidelity"]["drop_intervals"]
+    assert set(intervals) == set(report["fidelity"]["failed"]) and all(lo <= hi for lo, hi in intervals.values())
+    assert report["fidelity"]["interval"]["images"] == 4
+    md = (tmp_path / "tiny.report.md").read_text()
+    assert "Layers with the largest quantization error" in md and "resamples of the 4 gate images" in md
 
 
 @pytest.mark.long  # a conversion of its own, about 80 s

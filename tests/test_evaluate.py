@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ocrnet_edge.model.data import load_dataset
-from ocrnet_edge.model.evaluate import METRIC_KEYS, evaluate_results
+from ocrnet_edge.model.evaluate import METRIC_KEYS, Resampler, Scored, evaluate_results
 from ocrnet_edge.runtime.contract import THING_CLASSES
 
 
@@ -65,6 +65,63 @@ def test_no_detections_scores_zero(small_dataset):
     m = evaluate_results(ds, ((r, FakeResult((), np.zeros((r.height, r.width), np.uint8))) for r in ds.records))
     assert m["box_ap"] == 0.0 and m["mask_ap"] == 0.0 and m["precision_at_recall50"] == 0.0
     assert m["per_class_iou"]["background"] < 1.0
+
+
+def _scored(ds, shift_ids=()):
+    """The perfect prediction, shifted by 3 px on the images ``shift_ids``, scored with its material kept."""
+    kept = Scored()
+    m = evaluate_results(ds, ((r, _perfect(r, shift=3 if r.image_id in shift_ids else 0)) for r in ds.records),
+                         keep=kept)
+    return m, kept
+
+
+def test_resampling_every_image_once_gives_the_evaluators_figures(small_dataset):
+    ds = load_dataset(small_dataset)
+    ids = [r.image_id for r in ds.records]
+    m, kept = _scored(ds, shift_ids=ids[::2])
+    assert kept.box_dets and kept.mask_dets and set(kept.confusion) == set(ids)
+    (again,) = Resampler(ds, [kept]).metrics(ids)
+    for k in ("box_ap", "mask_ap", "miou"):
+        assert again[k] == pytest.approx(m[k], abs=1e-12), k
+
+
+def test_an_image_drawn_twice_counts_twice(small_dataset):
+    ds = load_dataset(small_dataset)
+    ids = [r.image_id for r in ds.records]
+    _, kept = _scored(ds, shift_ids=ids[:1])
+    r = Resampler(ds, [kept])
+    (one_bad,) = r.metrics([ids[0], ids[1]])
+    (bad_twice,) = r.metrics([ids[0], ids[0], ids[1]])
+    (alone,) = r.metrics([ids[0]])
+    # the shifted image weighs more when drawn twice; alone, drawn any number of times, it scores the same
+    assert bad_twice["box_ap"] < one_bad["box_ap"] and bad_twice["miou"] < one_bad["miou"]
+    (alone_twice,) = r.metrics([ids[0], ids[0]])
+    for k in ("box_ap", "mask_ap", "miou"):
+        assert alone_twice[k] == pytest.approx(alone[k], abs=1e-12), k
+    assert set(r.metrics(ids, keys=("miou",))[0]) == {"miou"}
+
+
+def test_a_failed_gate_drop_gets_an_interval_over_resampled_gate_images(small_dataset):
+    """convert's gate. One image of twelve worse in the int8 file: a failed drop that the resampled gate images cannot
+    tell from one within the limit (the draws without that image show no drop). Every image worse: a drop whose
+    interval stays above the limit."""
+    from ocrnet_edge.convert.fidelity import gate, suggestions, with_intervals
+
+    ds = load_dataset(small_dataset)
+    ids = [r.image_id for r in ds.records]
+    f_m, f_kept = _scored(ds)
+    for shifted, chance in ((ids[:1], True), (ids, False)):
+        i_m, i_kept = _scored(ds, shift_ids=shifted)
+        r = with_intervals(gate(f_m, i_m, 1.0), ds, f_kept, i_kept, draws=60)
+        assert r.failed and set(r.intervals) == set(r.failed)
+        for k, (lo, hi) in r.intervals.items():
+            assert lo <= hi and (lo <= 1e-9) == chance, (k, lo, hi)
+            assert lo <= r.drops[k] <= hi or not chance  # the observed drop lies inside where one image decides
+        assert bool(r.within_chance()) == chance and "over resampled gate images" in r.failures()
+        advice = suggestions(r, len(ds), 24)
+        assert ("--val DIR" in advice[0]) == chance and any("--calib DIR; 24 used here" in a for a in advice)
+    same = with_intervals(gate(f_m, f_m, 1.0), ds, f_kept, f_kept)
+    assert same.ok and same.intervals == {}
 
 
 class _Ev:
