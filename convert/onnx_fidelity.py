@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ocrnet_edge.model.data import Dataset
-from ocrnet_edge.model.evaluate import evaluate_outputs
+from ocrnet_edge.model.evaluate import Scored, evaluate_outputs
 from ocrnet_edge.runtime.contract import InputSize, input_wh
 from ocrnet_edge.runtime.preprocess import preprocess_into
 from ocrnet_edge.runtime.quant import FLOAT
@@ -143,6 +143,8 @@ class OnnxFidelity:
                 "outputs": {k: dataclasses.asdict(v) for k, v in self.outputs.items()},
                 "reference_metrics": r.float_metrics, "metrics": r.int8_metrics, "drops_points": r.drops,
                 "max_drop_points": r.max_drop, "passed": self.ok, "failed": list(r.failed),
+                "drop_intervals": {k: list(v) for k, v in r.intervals.items()},
+                "interval": {"level": fidelity.LEVEL, "draws": fidelity.DRAWS},
                 "noise_failures": list(self.noise_failures), "skipped": self.skipped, **self.notes}
 
 
@@ -153,9 +155,11 @@ def noise_failures(outputs: dict[str, fidelity.OutputAgreement]) -> tuple[str, .
 
 
 def check_file(reference, model: Path | bytes, size: InputSize, heldout: Dataset, ref_metrics: dict, max_drop: float,
-               threads: int = 2, progress: bool = False) -> tuple[dict[str, fidelity.OutputAgreement], dict,
-                                                                  fidelity.GateResult]:
-    """One file through the gate: ``(per output agreement with reference, its metrics, gate result)``.
+               threads: int = 2, progress: bool = False, ref_scored: Scored | None = None
+               ) -> tuple[dict[str, fidelity.OutputAgreement], dict, fidelity.GateResult, Scored]:
+    """One file through the gate: ``(per output agreement with reference, its metrics, gate result, the
+    per-image material of its metrics)``; a failed drop gets its interval over resampled gate images
+    (:func:`convert.fidelity.with_intervals`) where ``ref_scored`` is given.
 
     Args:
         reference: The float Keras model at batch 1 (or a :class:`CachedReference` of it).
@@ -166,8 +170,14 @@ def check_file(reference, model: Path | bytes, size: InputSize, heldout: Dataset
         max_drop: Allowed drop in points.
         threads: ONNX Runtime threads.
         progress: Show progress bars.
+        ref_scored: The per-image material of ``ref_metrics`` (:class:`model.evaluate.Scored`), or None.
     """
     ort_model = OrtModel(model, size, threads)
     agreement = fidelity.output_agreement(reference, ort_model, heldout, progress)
-    metrics = evaluate_outputs(heldout, fidelity.engine_outputs(ort_model, heldout), ort_model.quants, progress=progress)
-    return agreement, metrics, fidelity.gate(ref_metrics, metrics, max_drop)
+    scored = Scored()
+    metrics = evaluate_outputs(heldout, fidelity.engine_outputs(ort_model, heldout), ort_model.quants, progress=progress,
+                               keep=scored)
+    result = fidelity.gate(ref_metrics, metrics, max_drop)
+    if ref_scored is not None:
+        result = fidelity.with_intervals(result, heldout, ref_scored, scored)
+    return agreement, metrics, result, scored

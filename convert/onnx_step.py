@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ocrnet_edge.model.config import ModelConfig
 from ocrnet_edge.model.data import Dataset
+from ocrnet_edge.model.evaluate import Scored
 from ocrnet_edge.runtime.errors import GateError
 
 from . import onnx_export, onnx_fidelity, onnx_quant, tensorrt_check
@@ -40,7 +41,7 @@ class OnnxOutcome:
 
 
 def export_onnx(net, cfg: ModelConfig, out_dir: Path, name: str, source: Path, calib_files: tuple[Path, ...],
-                card_kw: dict, opset: int, gate: tuple[str, Dataset, dict] | None, tflite_drops: dict | None,
+                card_kw: dict, opset: int, gate: tuple[str, Dataset, dict, Scored] | None, tflite_drops: dict | None,
                 max_drop: float, work: Path, threads: int = 2, progress: bool = False,
                 plan: onnx_quant.QdqPlan | None = None) -> OnnxOutcome:
     """Write, gate and check the ONNX files of a model.
@@ -54,7 +55,8 @@ def export_onnx(net, cfg: ModelConfig, out_dir: Path, name: str, source: Path, c
         calib_files: The TFLite file's calibration images.
         card_kw: ``calibration``, ``gate``, ``pretrained`` entries of the card, as for the TFLite card.
         opset: ONNX opset (17; 13 for Jetson Nano).
-        gate: ``(description, gate images, Keras float metrics)``, or None without the gate.
+        gate: ``(description, gate images, Keras float metrics, their per-image material)``, or None without the
+            gate.
         tflite_drops: The int8 TFLite file's drops in points (to compare the QDQ file with), or None.
         max_drop: Allowed drop in points.
         work: Scratch folder.
@@ -98,23 +100,24 @@ def export_onnx(net, cfg: ModelConfig, out_dir: Path, name: str, source: Path, c
     float_ok = qdq_ok = True
     failures = []
     if gate is not None:
-        description, heldout, keras_metrics = gate
+        description, heldout, keras_metrics, keras_scored = gate
         t0 = time.perf_counter()
         ref = onnx_fidelity.CachedReference(static)
         size = cfg.input_size
         files = {}
-        ag, f_metrics, res = onnx_fidelity.check_file(ref, staged_float, size, heldout, keras_metrics, max_drop,
-                                                      threads, progress)
+        ag, f_metrics, res, f_scored = onnx_fidelity.check_file(ref, staged_float, size, heldout, keras_metrics,
+                                                                max_drop, threads, progress, keras_scored)
         noise = onnx_fidelity.noise_failures(ag)
         files["float32"] = onnx_fidelity.OnnxFidelity(f"{name}.onnx", "float32", "Keras float model", description, ag,
                                                       res, noise)
-        ag, _, res = onnx_fidelity.check_file(ref, onnx_fidelity.float16_copy(model), size, heldout, f_metrics,
-                                              max_drop, threads, progress)
+        ag, _, res, _ = onnx_fidelity.check_file(ref, onnx_fidelity.float16_copy(model), size, heldout, f_metrics,
+                                                 max_drop, threads, progress, f_scored)
         files["float16"] = onnx_fidelity.OnnxFidelity(
             f"{name}.onnx as FP16", "float16", "float ONNX", description, ag, res,
             notes={"how": "the float file converted to float16 (inputs and outputs float32), as TensorRT's FP16 "
                           "build computes; no file written"})
-        ag, _, res = onnx_fidelity.check_file(ref, staged_qdq, size, heldout, f_metrics, max_drop, threads, progress)
+        ag, _, res, _ = onnx_fidelity.check_file(ref, staged_qdq, size, heldout, f_metrics, max_drop, threads, progress,
+                                                 f_scored)
         files["int8_qdq"] = onnx_fidelity.OnnxFidelity(staged_qdq.name, "int8_qdq", "float ONNX", description, ag,
                                                        res, notes={"quantization": quant_note})
         report["gate_seconds"] = round(time.perf_counter() - t0, 2)
@@ -143,6 +146,9 @@ def export_onnx(net, cfg: ModelConfig, out_dir: Path, name: str, source: Path, c
                        "int8_qdq": {"path": qdq_path.name, "bytes": qdq_path.stat().st_size}}
     error = None
     if failures:
-        error = GateError(f"ONNX fidelity gate failed ({'; '.join(failures)}; at most {max_drop} points allowed); "
+        chance = any(f.result.within_chance() for f in files.values() if not f.ok)
+        hint = ("; the gate images cannot tell a drop from one within the limit: convert again with --val DIR holding "
+                "more labelled photos the model never trained on" if chance else "")
+        error = GateError(f"ONNX fidelity gate failed ({'; '.join(failures)}; at most {max_drop} points allowed){hint}; "
                           f"written as {float_path.name}, {qdq_path.name}")
     return OnnxOutcome(float_path, qdq_path, report, error)

@@ -193,6 +193,8 @@ class FidelityPart:
     worst_layers: tuple[dict, ...] = ()
     images: int = 0
     calibration_images: int = 0
+    float_scored: Scored | None = field(default=None, repr=False, compare=False)
+    """The float model's per-image material on the gate images (the ONNX gates' reference)."""
 
     def as_dict(self) -> dict:
         r = self.result
@@ -265,7 +267,7 @@ def _gate(net, cfg: ModelConfig, staged: Path, plan, representative, options: Co
         result = fidelity.with_intervals(result, heldout, f_scored, i_scored)
         worst = tuple(fidelity.layer_errors(net, cfg, representative))
     return FidelityPart(f"{description} ({len(heldout)} images)", agreement, result, f_metrics.get("skipped", {}),
-                        worst, len(heldout), calibration_images), heldout
+                        worst, len(heldout), calibration_images, f_scored), heldout
 
 
 def _compile(int8_path: Path, out_dir: Path, gate_ok: bool) -> tuple[dict, Path | None, Exception | None]:
@@ -346,7 +348,7 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
         if options.onnx:
             from .onnx_step import export_onnx
 
-            onnx_gate = (fid.heldout, heldout, fid.result.float_metrics) if fid is not None else None
+            onnx_gate = (fid.heldout, heldout, fid.result.float_metrics, fid.float_scored) if fid is not None else None
             onnx_out = export_onnx(net, cfg, out_dir, name, model_path, cal.files, card_kw, options.onnx_opset, onnx_gate,
                                    fid.result.drops if fid is not None else None, options.max_drop, work,
                                    options.threads, options.progress)

@@ -59,12 +59,7 @@ def render_markdown(r: dict) -> str:
         for k, v in fid["outputs"].items():
             lines.append(f"| {k} | {v['cosine']:.5f} | {v['max_abs']:.4f} | {v['mean_abs']:.5f} | {v['scale']:.5f} |")
         if not fid["passed"]:
-            iv = fid.get("interval", {})
-            lines.append("")
-            for k, (lo, hi) in fid.get("drop_intervals", {}).items():
-                lines += [f"{k}'s drop over {iv.get('draws')} resamples of the {iv.get('images')} gate images "
-                          f"(drawn with replacement, the same draw for both files): {lo:.2f} to {hi:.2f} points in "
-                          f"{100 * iv.get('level', 0):.0f}% of them.", ""]
+            lines += [""] + _interval_lines(fid)
             lines += ["Layers with the largest quantization error (RMSE, TensorFlow's quantization debugger):", ""]
             lines += [f"- `{w['tensor']}`: RMSE {w['rmse']:.4f}, max abs {w['max_abs_error']:.4f}"
                       for w in fid["worst_layers"]]
@@ -102,6 +97,17 @@ def _metric_rows(fid: dict, ref_key: str, got_key: str) -> list[str]:
     return rows
 
 
+def _interval_lines(fid: dict) -> list[str]:
+    """Each failed drop's interval over resampled gate images, a paragraph each."""
+    iv = fid.get("interval", {})
+    images = f"the {iv['images']} gate images" if iv.get("images") else "the gate images"
+    lines = []
+    for k, (lo, hi) in fid.get("drop_intervals", {}).items():
+        lines += [f"{k}'s drop over {iv.get('draws')} resamples of {images} (drawn with replacement, the same draw "
+                  f"for both files): {lo:.2f} to {hi:.2f} points in {100 * iv.get('level', 0):.0f}% of them.", ""]
+    return lines
+
+
 def render_onnx(o: dict) -> list[str]:
     """The report's ONNX part: files, one gate section per file, QDQ placement, TensorRT readiness."""
     files = o.get("files", {})
@@ -133,6 +139,8 @@ def render_onnx(o: dict) -> list[str]:
         lines += [f"| {k} | {v['cosine']:.6f} | {v['max_abs']:.2e} | {v['mean_abs']:.2e} |"
                   for k, v in fid["outputs"].items()]
         lines += [f"- beyond noise: {n}" for n in fid.get("noise_failures", [])]
+        if fid.get("drop_intervals"):
+            lines += [""] + _interval_lines(fid)[:-1]
     cmp = o.get("qdq_vs_tflite_int8")
     if cmp:
         lines += ["", "QDQ INT8 against the int8 TFLite file, drops in points from float: "

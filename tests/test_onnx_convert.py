@@ -49,13 +49,14 @@ def step_inputs(keras_static, tiny_model, calib_dir, small_dataset):
     """What ``convert`` hands the ONNX step: calibration files, card entries, the gate images and Keras metrics."""
     from ocrnet_edge.convert import calibration
     from ocrnet_edge.model.data import load_dataset
-    from ocrnet_edge.model.evaluate import evaluate_keras
+    from ocrnet_edge.model.evaluate import Scored, evaluate_keras
 
     data = load_dataset(small_dataset, TINY.class_names)
     heldout = data.subset(data.records[:GATE_IMAGES])
     files = calibration.scan(calib_dir, min_images=1).files[:CALIB_IMAGES]
     card_kw = {"calibration": {"source": str(calib_dir), "images": len(files)}, "gate": {"source": "scenes"}}
-    return files, card_kw, ("scenes", heldout, evaluate_keras(keras_static, heldout, progress=False))
+    scored = Scored()
+    return files, card_kw, ("scenes", heldout, evaluate_keras(keras_static, heldout, progress=False, keep=scored), scored)
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +253,10 @@ def test_gate_verdicts_and_failed_files(onnx_out, float_model, keras_static, tin
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["tiny_gatefailed.onnx", "tiny_int8_qdq_gatefailed.onnx"]
     with pytest.raises(errors.GateError, match=r"ONNX fidelity gate failed \(tiny.onnx: .*dropped"):
         raise failed.error
+    # each failed drop gets its interval over resampled gate images, as the TFLite gate's do
+    for f in failed.report["fidelity"].values():
+        assert set(f["drop_intervals"]) == set(f["failed"]) and all(lo <= hi for lo, hi in f["drop_intervals"].values())
+    assert "over resampled gate images" in str(failed.error)
 
 
 def test_check_tensorrt_cli(onnx_out, float_model, tmp_path, capsys):
