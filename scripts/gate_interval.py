@@ -6,7 +6,8 @@ The same code as ``convert``'s gate: the float Keras model at batch 1 and the in
 engine, both scored by :func:`model.evaluate.evaluate_outputs` on the split, then
 :func:`convert.fidelity.with_intervals` (200 paired draws, 90% interval) on every gated metric.
 
-Usage: ``.venv/bin/python scripts/gate_interval.py MODEL.keras MODEL_int8.tflite --data DIR [--split val]``;
+Usage: ``.venv/bin/python scripts/gate_interval.py MODEL.keras MODEL_int8.tflite --data DIR [--split val]
+[--skip-bad]``;
 prints one JSON line.
 """
 
@@ -25,6 +26,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="val")
     ap.add_argument("--draws", type=int, default=None, help="resamples (default: convert's)")
+    ap.add_argument("--skip-bad", action="store_true", help="skip files with problems, as convert --skip-bad")
     args = ap.parse_args()
 
     from ocrnet_edge.convert import fidelity
@@ -35,7 +37,7 @@ def main() -> None:
     from ocrnet_edge.runtime.engine import Engine
 
     cfg = load_model_config(args.keras)
-    data = load_dataset(args.data, cfg.class_names, split=args.split)
+    data = load_dataset(args.data, cfg.class_names, split=args.split, skip_bad=args.skip_bad)
     static = export_model(load_model(args.keras), cfg)
     f_scored, i_scored = Scored(), Scored()
     with Engine.open(args.int8) as engine:
