@@ -127,7 +127,8 @@ class GateResult:
         """``box_ap dropped 1.004 points``, one per failed metric: three decimals, so that a drop just past
         the limit never reads as the limit itself (``1.00`` against ``at most 1.0``)."""
         return ", ".join(f"{k} dropped {self.drops[k]:.3f} points" + (
-            f" ({self.intervals[k][0]:.1f} to {self.intervals[k][1]:.1f} over resampled gate images)"
+            f" ({100 * LEVEL:.0f}% interval over resampled gate images: {self.intervals[k][0]:.1f} to "
+            f"{self.intervals[k][1]:.1f})"
             if k in self.intervals else "") for k in self.failed)
 
     def within_chance(self) -> tuple[str, ...]:
