@@ -199,6 +199,56 @@ def _model_classes(model: Path, card: Path | None) -> tuple[tuple[str, ...] | No
     return tuple(cfg.class_names), tuple(cfg.stuff_names)
 
 
+def _evaluate_model(model: Path, card: Path | None, data, options, args: argparse.Namespace, breakdown: dict,
+                    keep=None) -> tuple[dict, str]:
+    """``eval``'s scoring of one model (.keras or .tflite) on ``data``: ``(metrics, format)``."""
+    from ocrnet_edge.model.evaluate import evaluate_keras
+    from ocrnet_edge.model.io import load_model
+
+    if model.suffix == ".tflite":
+        from ocrnet_edge.convert.fidelity import engine_outputs
+        from ocrnet_edge.model.evaluate import evaluate_outputs
+        from ocrnet_edge.runtime.engine import Engine, EngineOptions
+
+        with Engine.open(model, card, EngineOptions(backend=args.backend, threads=args.threads)) as engine:
+            if "score_threshold" in engine.card.decode:  # errors counted where this model's runs cut
+                breakdown = {**breakdown, "score_threshold": float(engine.card.decode["score_threshold"])}
+            metrics = evaluate_outputs(data, engine_outputs(engine, data), engine.quants, options, progress=not args.quiet,
+                                       keep=keep, **breakdown)
+        return metrics, "tflite"
+    net = load_model(model)
+    scores = dict(zip(net.output_names, net.outputs)).get("det_scores")
+    if scores is not None and scores.shape[-1] != len(data.thing_classes):
+        from ocrnet_edge.runtime.errors import ModelError
+
+        raise ModelError(f"{model}: {scores.shape[-1]} detection classes, the dataset has "
+                         f"{len(data.thing_classes)}; save the model with its configuration (training does)")
+    return evaluate_keras(net, data, progress=not args.quiet, options=options, keep=keep, **breakdown), "keras"
+
+
+def _against(args: argparse.Namespace, classes: tuple, data, options, metrics: dict, scored) -> dict:
+    """``eval --against OTHER``: the other model on the same images, and each metric's difference (this model minus
+    the other, in points) with its interval over paired resamples of the images."""
+    from ocrnet_edge.model.evaluate import DRAWS, LEVEL, Scored, paired_intervals
+    from ocrnet_edge.runtime.errors import InputError
+
+    things, stuff = classes
+    other_things, other_stuff = _model_classes(args.against, None)
+    if (other_things, other_stuff) != (things, stuff):
+        raise InputError(f"{args.against}: its classes ({', '.join(other_things or ())}) are not {args.model}'s "
+                         f"({', '.join(things or ())}); --against compares two models of the same classes")
+    other_scored = Scored()
+    other, _ = _evaluate_model(args.against, None, data, options, args, {}, other_scored)
+    keys = [k for k in ("box_ap", "box_ap50", "mask_ap", "mask_ap50", "miou")
+            if metrics.get(k) is not None and other.get(k) is not None]
+    intervals = paired_intervals(data, scored, other_scored, keys)
+    return {"model": str(args.against), "metrics": {k: other.get(k) for k in ("box_ap", "box_ap50", "mask_ap",
+                                                                             "mask_ap50", "miou")},
+            "difference_points": {k: round((metrics[k] - other[k]) * 100, 3) for k in keys},
+            "intervals": {k: list(v) for k, v in intervals.items()}, "level": LEVEL, "draws": DRAWS,
+            "images": len(data)}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     _require_workstation("eval")
     import dataclasses
@@ -206,11 +256,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from ocrnet_edge.model.breakdown import breakdown_table
     from ocrnet_edge.model.data import load_dataset
-    from ocrnet_edge.model.evaluate import EVAL_DECODE, METRIC_KEYS, evaluate_keras, per_class_table, write_metrics
+    from ocrnet_edge.model.evaluate import EVAL_DECODE, METRIC_KEYS, Scored, per_class_table, write_metrics
     from ocrnet_edge.model.formats import available_splits
-    from ocrnet_edge.model.io import load_model
 
     things, stuff = _model_classes(args.model, args.card)
+    if args.against is not None:
+        _model_classes(args.against, None)  # a missing file is named before any scoring
     split = args.split or ("val" if "val" in available_splits(args.data) else "all")
     data = load_dataset(args.data, things, split=split, stuff_names=stuff, skip_bad=args.skip_bad, quiet=args.quiet)
     if args.limit:
@@ -218,27 +269,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _writable_file(args.json)
     breakdown: dict = {"preview": args.preview, "preview_count": args.preview_count}
     options = dataclasses.replace(EVAL_DECODE, iou_threshold=args.iou) if args.iou is not None else EVAL_DECODE
-    if args.model.suffix == ".tflite":
-        from ocrnet_edge.convert.fidelity import engine_outputs
-        from ocrnet_edge.model.evaluate import evaluate_outputs
-        from ocrnet_edge.runtime.engine import Engine, EngineOptions
-
-        with Engine.open(args.model, args.card, EngineOptions(backend=args.backend, threads=args.threads)) as engine:
-            if "score_threshold" in engine.card.decode:  # errors counted where this model's runs cut
-                breakdown["score_threshold"] = float(engine.card.decode["score_threshold"])
-            metrics = evaluate_outputs(data, engine_outputs(engine, data), engine.quants, options, progress=not args.quiet,
-                                       **breakdown)
-        fmt = "tflite"
-    else:
-        net = load_model(args.model)
-        scores = dict(zip(net.output_names, net.outputs)).get("det_scores")
-        if scores is not None and scores.shape[-1] != len(data.thing_classes):
-            from ocrnet_edge.runtime.errors import ModelError
-
-            raise ModelError(f"{args.model}: {scores.shape[-1]} detection classes, the dataset has "
-                             f"{len(data.thing_classes)}; save the model with its configuration (training does)")
-        metrics = evaluate_keras(net, data, progress=not args.quiet, options=options, **breakdown)
-        fmt = "keras"
+    scored = Scored() if args.against is not None else None
+    metrics, fmt = _evaluate_model(args.model, args.card, data, options, args, breakdown, scored)
+    if args.against is not None:
+        metrics["against"] = _against(args, (things, stuff), data, options, metrics, scored)
     summary = {k: (None if metrics[k] is None else round(metrics[k], 4)) for k in METRIC_KEYS}
     print(json.dumps(summary))
     if not args.quiet:
@@ -252,6 +286,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"run --score {f['score_threshold']:.2f} to use it")
     if args.preview:
         print(f"preview: the {len(metrics['preview'])} images with the most errors in {args.preview}")
+    if metrics.get("against"):
+        a = metrics["against"]
+        for k, d in a["difference_points"].items():
+            lo, hi = a["intervals"].get(k, (None, None))
+            span = (f"{100 * a['level']:.0f}% interval over {a['draws']} paired resamples of the {a['images']} "
+                    f"images: {lo:+.2f} to {hi:+.2f}" if lo is not None else "no interval")
+            verdict = ("this model is better" if lo is not None and lo > 0 else "the other is better"
+                       if hi is not None and hi < 0 else "these images cannot tell which is better")
+            print(f"against {a['model']}: {k} {metrics[k]:.4f} vs {a['metrics'][k]:.4f}, {d:+.2f} points ({span}): "
+                  f"{verdict}")
     for k, why in metrics["skipped"].items():
         if k in ("box_ap", "mask_ap", "miou"):
             print(f"skipped {k}: {why}", file=sys.stderr)
@@ -724,6 +768,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--preview", type=Path, help="folder for the images with the most errors, predictions drawn "
                    "against the labels (JPEG)")
     e.add_argument("--preview-count", type=int, default=16, help="images in the preview")
+    e.add_argument("--against", type=Path, metavar="OTHER",
+                   help="also score OTHER (.keras or .tflite, the same classes) on the same images and give each "
+                   "metric's difference with its 90%% interval over paired resamples of the images")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_eval)
     return p

@@ -18,16 +18,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ocrnet_edge.model.data import Dataset
-from ocrnet_edge.model.evaluate import Resampler, Scored
+from ocrnet_edge.model.evaluate import DRAWS, LEVEL, Scored, paired_intervals
 from ocrnet_edge.runtime.contract import input_wh
 from ocrnet_edge.runtime.engine import Engine
 from ocrnet_edge.runtime.preprocess import preprocess_into
 
 GATED = ("box_ap", "mask_ap", "miou")
-DRAWS = 200
-"""Resamples of the gate images behind a failed drop's interval."""
-LEVEL = 0.9
-"""Share of the resampled drops the interval holds (from the 5th to the 95th percentile)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +112,7 @@ class GateResult:
     max_drop: float
     failed: tuple[str, ...] = field(default=())
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Per failed metric, the :data:`LEVEL` interval of its drop over resampled gate images (points)."""
+    """Per failed metric, the :data:`~model.evaluate.LEVEL` interval of its drop over resampled gate images (points)."""
 
     @property
     def ok(self) -> bool:
@@ -154,19 +150,8 @@ def with_intervals(result: GateResult, dataset: Dataset, float_scored: Scored, i
     the gate images cannot tell from a drop within the limit."""
     if not result.failed:
         return result
-    ids = np.asarray([r.image_id for r in dataset.records])
-    resampler = Resampler(dataset, (float_scored, int8_scored))
-    rng = np.random.default_rng(seed)
-    drops: dict[str, list[float]] = {k: [] for k in result.failed}
-    for _ in range(draws):
-        f, i = resampler.metrics(rng.choice(ids, size=len(ids), replace=True).tolist(), result.failed)
-        for k in result.failed:
-            if f[k] is not None and i[k] is not None:
-                drops[k].append((f[k] - i[k]) * 100)
-    tail = (1 - level) / 2 * 100
-    intervals = {k: (round(float(np.percentile(v, tail)), 3), round(float(np.percentile(v, 100 - tail)), 3))
-                 for k, v in drops.items() if v}
-    return replace(result, intervals=intervals)
+    return replace(result, intervals=paired_intervals(dataset, float_scored, int8_scored, result.failed, draws, level,
+                                                      seed))
 
 
 def suggestions(result: GateResult, images: int, calibration_images: int) -> list[str]:

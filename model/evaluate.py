@@ -32,6 +32,10 @@ EVAL_DECODE = DecodeOptions(score_threshold=0.05, iou_threshold=0.6, max_detecti
 """COCO-style decoding for evaluation: a low threshold so that the whole PR curve is measured."""
 
 METRIC_KEYS = ("box_ap", "box_ap50", "mask_ap", "mask_ap50", "miou", "precision_at_recall50", "recall_at_precision50")
+DRAWS = 200
+"""Resamples of the images behind a paired interval (:func:`paired_intervals`)."""
+LEVEL = 0.9
+"""Share of the resampled differences a paired interval holds (from the 5th to the 95th percentile)."""
 
 
 def _coco_eval(gt: COCO, dets: list[dict], iou_type: str) -> tuple[np.ndarray, dict, COCOeval_faster | None]:
@@ -290,18 +294,19 @@ class Resampler:
 
     def metrics(self, picks: Sequence[int], keys: Iterable[str] = ("box_ap", "mask_ap", "miou")
                 ) -> list[dict[str, float | None]]:
-        """The metrics ``keys`` (of box_ap, mask_ap, miou) of each scoring on the images ``picks`` (image ids,
-        repeats allowed); None where none of the picked images carries that label."""
+        """The metrics ``keys`` (of box_ap, box_ap50, mask_ap, mask_ap50, miou) of each scoring on the images
+        ``picks`` (image ids, repeats allowed); None where none of the picked images carries that label."""
         keys = set(keys)
         out: list[dict[str, float | None]] = [{} for _ in self._dets]
         for label, key, iou_type, attr in self._LABELS:
-            if key not in keys:
+            wanted = [(k, col) for k, col in ((key, 0), (key + "50", 1)) if k in keys]
+            if not wanted:
                 continue
             images, anns, categories = self._gt[label]
             chosen = [i for i in picks if i in images]
             if not chosen:
                 for o in out:
-                    o[key] = None
+                    o.update({k: None for k, _ in wanted})
                 continue
             gt_dict: dict = {"images": [], "annotations": [], "categories": categories}
             for n, i in enumerate(chosen, 1):
@@ -312,12 +317,34 @@ class Resampler:
                 gt = COCO(gt_dict)
             for o, (grouped, _cms) in zip(out, self._dets):
                 dets = [{**d, "image_id": n} for n, i in enumerate(chosen, 1) for d in grouped[attr].get(i, ())]
-                o[key] = float(_coco_eval(gt, dets, iou_type)[0][0])
+                stats = _coco_eval(gt, dets, iou_type)[0]
+                o.update({k: float(stats[col]) for k, col in wanted})
         if "miou" in keys:
             for o, (_grouped, cms) in zip(out, self._dets):
                 picked = [cms[i] for i in picks if i in cms]
                 o["miou"] = float(np.nanmean(iou_from_confusion(np.sum(picked, axis=0)))) if picked else None
         return out
+
+
+def paired_intervals(dataset: Dataset, first: Scored, second: Scored, keys: Iterable[str], draws: int = DRAWS,
+                     level: float = LEVEL, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """How far ``first - second`` (in points) moves over sets of ``dataset``'s images drawn with replacement:
+    ``draws`` draws, the same for both scorings (a paired bootstrap), each metric of ``keys`` scored on every draw;
+    per metric, the interval holding the middle ``level`` of the differences. Metrics no draw can score are left
+    out."""
+    keys = tuple(keys)
+    ids = np.asarray([r.image_id for r in dataset.records])
+    resampler = Resampler(dataset, (first, second))
+    rng = np.random.default_rng(seed)
+    diffs: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(draws):
+        a, b = resampler.metrics(rng.choice(ids, size=len(ids), replace=True).tolist(), keys)
+        for k in keys:
+            if a[k] is not None and b[k] is not None:
+                diffs[k].append((a[k] - b[k]) * 100)
+    tail = (1 - level) / 2 * 100
+    return {k: (round(float(np.percentile(v, tail)), 3), round(float(np.percentile(v, 100 - tail)), 3))
+            for k, v in diffs.items() if v}
 
 
 def validation_score(metrics: dict) -> float:

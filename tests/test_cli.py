@@ -30,12 +30,45 @@ def test_generate_then_eval_untrained_model(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["miou"] == pytest.approx(metrics["miou"], abs=1e-4)
 
 
+def test_eval_against_another_model_gives_paired_intervals(converted, tiny_model, small_dataset, tmp_path, capsys):
+    """The int8 file against its float model on the same images: a difference per metric with its interval; a model
+    against itself: every difference and interval 0 (the draws are paired); other classes: one line, exit 2."""
+    out = tmp_path / "m.json"
+    assert main(["eval", str(converted.int8), "--data", str(small_dataset), "--against", str(tiny_model), "--json",
+                 str(out), "--quiet"]) == 0
+    a = json.loads(out.read_text())["against"]
+    assert a["model"] == str(tiny_model) and a["images"] == 12 and set(a["intervals"]) == set(a["difference_points"])
+    assert {"box_ap", "box_ap50", "mask_ap", "miou"} <= set(a["intervals"])
+    assert all(lo <= hi for lo, hi in a["intervals"].values())
+    assert sum(ln.startswith(f"against {tiny_model}: ") for ln in capsys.readouterr().out.splitlines()) == len(
+        a["intervals"])
+    assert main(["eval", str(converted.int8), "--data", str(small_dataset), "--against", str(converted.int8), "--json",
+                 str(out), "--quiet"]) == 0
+    same = json.loads(out.read_text())["against"]
+    assert set(same["difference_points"].values()) == {0.0}
+    assert all(v == [0.0, 0.0] for v in same["intervals"].values())
+    assert "these images cannot tell which is better" in capsys.readouterr().out
+
+    from ocrnet_edge.model.config import ModelConfig
+    from ocrnet_edge.model.io import save_model
+    from ocrnet_edge.model.network import build_ocrnet
+
+    cfg = ModelConfig(input_size=SMALL, class_names=("cat", "dog"))
+    save_model(build_ocrnet(cfg), cfg, tmp_path / "pets.keras")
+    assert main(["eval", str(converted.int8), "--data", str(small_dataset), "--against", str(tmp_path / "pets.keras"),
+                 "--quiet"]) == errors.EXIT_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pets.keras: its classes (cat, dog) are not" in err[0], err
+
+
 @pytest.mark.parametrize(
     "argv, code, message",
     [
         (["eval", "{tmp}/none.keras", "--data", "{data}"], errors.EXIT_INPUT, "none.keras: model file not found"),
         (["eval", "{tmp}/junk.keras", "--data", "{data}"], errors.EXIT_MODEL, "junk.keras: not a Keras model"),
         (["eval", "{tmp}/junk.keras", "--data", "{tmp}/nodata"], errors.EXIT_INPUT, "nodata: dataset folder not found"),
+        (["eval", "{tmp}/junk.keras", "--data", "{data}", "--against", "{tmp}/none.keras"], errors.EXIT_INPUT,
+         "none.keras: model file not found"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/run"], errors.EXIT_INPUT, "no dataset found"),
         (["generate", "--out", "{data}", "--count", "1"], errors.EXIT_OUTPUT, "already exists"),
     ],

@@ -80,8 +80,9 @@ def test_resampling_every_image_once_gives_the_evaluators_figures(small_dataset)
     ids = [r.image_id for r in ds.records]
     m, kept = _scored(ds, shift_ids=ids[::2])
     assert kept.box_dets and kept.mask_dets and set(kept.confusion) == set(ids)
-    (again,) = Resampler(ds, [kept]).metrics(ids)
-    for k in ("box_ap", "mask_ap", "miou"):
+    keys = ("box_ap", "box_ap50", "mask_ap", "mask_ap50", "miou")
+    (again,) = Resampler(ds, [kept]).metrics(ids, keys)
+    for k in keys:
         assert again[k] == pytest.approx(m[k], abs=1e-12), k
 
 
