@@ -32,7 +32,7 @@ def test_generate_then_eval_untrained_model(tmp_path, capsys):
 
 def test_eval_against_another_model_gives_paired_intervals(converted, tiny_model, small_dataset, tmp_path, capsys):
     """The int8 file against its float model on the same images: a difference per metric with its interval; a model
-    against itself: every difference and interval 0 (the draws are paired); other classes: one line, exit 2."""
+    against itself: every difference and interval 0 (the draws are paired); other classes: one line, exit 3."""
     out = tmp_path / "m.json"
     assert main(["eval", str(converted.int8), "--data", str(small_dataset), "--against", str(tiny_model), "--json",
                  str(out), "--quiet"]) == 0
