@@ -226,17 +226,11 @@ def _evaluate_model(model: Path, card: Path | None, data, options, args: argpars
     return evaluate_keras(net, data, progress=not args.quiet, options=options, keep=keep, **breakdown), "keras"
 
 
-def _against(args: argparse.Namespace, classes: tuple, data, options, metrics: dict, scored) -> dict:
+def _against(args: argparse.Namespace, data, options, metrics: dict, scored) -> dict:
     """``eval --against OTHER``: the other model on the same images, and each metric's difference (this model minus
     the other, in points) with its interval over paired resamples of the images."""
     from ocrnet_edge.model.evaluate import DRAWS, LEVEL, Scored, paired_intervals
-    from ocrnet_edge.runtime.errors import InputError
 
-    things, stuff = classes
-    other_things, other_stuff = _model_classes(args.against, None)
-    if (other_things, other_stuff) != (things, stuff):
-        raise InputError(f"{args.against}: its classes ({', '.join(other_things or ())}) are not {args.model}'s "
-                         f"({', '.join(things or ())}); --against compares two models of the same classes")
     other_scored = Scored()
     other, _ = _evaluate_model(args.against, None, data, options, args, {}, other_scored)
     keys = [k for k in ("box_ap", "box_ap50", "mask_ap", "mask_ap50", "miou")
@@ -260,8 +254,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ocrnet_edge.model.formats import available_splits
 
     things, stuff = _model_classes(args.model, args.card)
-    if args.against is not None:
-        _model_classes(args.against, None)  # a missing file is named before any scoring
+    if args.against is not None:  # checked before any scoring: a missing file or other classes is one line at once
+        other_things, other_stuff = _model_classes(args.against, None)
+        if (other_things, other_stuff) != (things, stuff):
+            from ocrnet_edge.runtime.errors import InputError
+
+            raise InputError(f"{args.against}: its classes ({', '.join(other_things or ())}) are not {args.model}'s "
+                             f"({', '.join(things or ())}); --against compares two models of the same classes")
     split = args.split or ("val" if "val" in available_splits(args.data) else "all")
     data = load_dataset(args.data, things, split=split, stuff_names=stuff, skip_bad=args.skip_bad, quiet=args.quiet)
     if args.limit:
@@ -272,7 +271,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     scored = Scored() if args.against is not None else None
     metrics, fmt = _evaluate_model(args.model, args.card, data, options, args, breakdown, scored)
     if args.against is not None:
-        metrics["against"] = _against(args, (things, stuff), data, options, metrics, scored)
+        metrics["against"] = _against(args, data, options, metrics, scored)
     summary = {k: (None if metrics[k] is None else round(metrics[k], 4)) for k in METRIC_KEYS}
     print(json.dumps(summary))
     if not args.quiet:

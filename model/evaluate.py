@@ -201,7 +201,7 @@ def evaluate_results(dataset: Dataset, results: Iterable[tuple[Record, FrameResu
                     keep.confusion[rec.image_id] = image_cm
     heads = {"detect", "semantic", "instance"} if heads is None else heads
     if keep is not None:
-        keep.box_dets[:], keep.mask_dets[:] = box_dets, mask_dets
+        keep.box_dets, keep.mask_dets = box_dets, mask_dets
     scored_ids = set(ids)
     sub = dataset.subset([r for r in dataset.records if r.image_id in scored_ids])
     skipped: dict[str, str] = {}
