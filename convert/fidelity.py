@@ -154,6 +154,15 @@ def with_intervals(result: GateResult, dataset: Dataset, float_scored: Scored, i
                                                       seed))
 
 
+def chance_hint(results: Iterable[GateResult], images: int) -> str:
+    """The error line's clause for failed gates whose interval reaches down into the limit ("" when none does):
+    the gate images cannot tell, more of them can."""
+    if not any(r.within_chance() for r in results):
+        return ""
+    return (f"; {images} gate images cannot tell this drop from one within the limit: convert again with --val DIR "
+            "holding more labelled photos the model never trained on")
+
+
 def suggestions(result: GateResult, images: int, calibration_images: int) -> list[str]:
     """What to try after a failed gate, most telling first: more gate images where the drop may lie within the
     limit."""

@@ -18,7 +18,7 @@ from ocrnet_edge.model.data import Dataset
 from ocrnet_edge.model.evaluate import Scored
 from ocrnet_edge.runtime.errors import GateError
 
-from . import onnx_export, onnx_fidelity, onnx_quant, tensorrt_check
+from . import fidelity, onnx_export, onnx_fidelity, onnx_quant, tensorrt_check
 
 QDQ_SUFFIX = "_int8_qdq"
 
@@ -146,9 +146,7 @@ def export_onnx(net, cfg: ModelConfig, out_dir: Path, name: str, source: Path, c
                        "int8_qdq": {"path": qdq_path.name, "bytes": qdq_path.stat().st_size}}
     error = None
     if failures:
-        chance = any(f.result.within_chance() for f in files.values() if not f.ok)
-        hint = ("; the gate images cannot tell a drop from one within the limit: convert again with --val DIR holding "
-                "more labelled photos the model never trained on" if chance else "")
+        hint = fidelity.chance_hint([f.result for f in files.values()], len(heldout))
         error = GateError(f"ONNX fidelity gate failed ({'; '.join(failures)}; at most {max_drop} points allowed){hint}; "
                           f"written as {float_path.name}, {qdq_path.name}")
     return OnnxOutcome(float_path, qdq_path, report, error)

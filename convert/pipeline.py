@@ -364,9 +364,7 @@ def convert_model(model_path: Path | str, out_dir: Path | str, options: ConvertO
     out = ConvertResult(int8_path, card_path, json_path, md_path, float_path, tpu_path, report,
                         onnx_out.float_path if onnx_out else None, onnx_out.qdq_path if onnx_out else None)
     if fid is not None and not fid.result.ok:
-        chance = (f"; {fid.images} gate images cannot tell this drop from one within the limit: convert again "
-                  "with --val DIR holding more labelled photos the model never trained on"
-                  if fid.result.within_chance() else "")
+        chance = fidelity.chance_hint([fid.result], fid.images)
         raise GateError(f"fidelity gate failed ({fid.result.failures()}, at most {options.max_drop} allowed){chance}; "
                         f"model written as {int8_path.name}, see {md_path}")
     if compile_error is not None:

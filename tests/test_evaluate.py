@@ -106,7 +106,7 @@ def test_a_failed_gate_drop_gets_an_interval_over_resampled_gate_images(small_da
     """convert's gate. One image of twelve worse in the int8 file: a failed drop that the resampled gate images cannot
     tell from one within the limit (the draws without that image show no drop). Every image worse: a drop whose
     interval stays above the limit."""
-    from ocrnet_edge.convert.fidelity import gate, suggestions, with_intervals
+    from ocrnet_edge.convert.fidelity import chance_hint, gate, suggestions, with_intervals
 
     ds = load_dataset(small_dataset)
     ids = [r.image_id for r in ds.records]
@@ -121,6 +121,7 @@ def test_a_failed_gate_drop_gets_an_interval_over_resampled_gate_images(small_da
         assert bool(r.within_chance()) == chance and "over resampled gate images" in r.failures()
         advice = suggestions(r, len(ds), 24)
         assert ("--val DIR" in advice[0]) == chance and any("--calib DIR; 24 used here" in a for a in advice)
+        assert ("12 gate images cannot tell" in chance_hint([r], len(ds))) == chance
     same = with_intervals(gate(f_m, f_m, 1.0), ds, f_kept, f_kept)
     assert same.ok and same.intervals == {}
 
