@@ -26,7 +26,7 @@ from ocrnet_edge.runtime import contract
 from ocrnet_edge.runtime.errors import ModelError
 
 from .config import ModelConfig
-from .layers import ChannelSlice, ObjectContext, PixelRescale, Resize
+from .layers import ChannelSlice, FusedBatchNorm, ObjectContext, PixelRescale, Resize
 
 # (expansion, base output channels, repeats, first stride) per stage; the width multiplier
 # scales the channels. Stage outputs at strides 4, 8, 16 and 32 feed the neck.
@@ -50,13 +50,13 @@ def _ch(c: float) -> int:
 
 def _conv_bn(x, filters: int, kernel: int = 1, stride: int = 1, act: bool = True, name: str = ""):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = FusedBatchNorm(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(max_value=6.0, name=f"{name}_relu")(x) if act else x
 
 
 def _dw_bn(x, stride: int = 1, name: str = ""):
     x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_dwbn")(x)
+    x = FusedBatchNorm(momentum=BN_MOMENTUM, name=f"{name}_dwbn")(x)
     return layers.ReLU(max_value=6.0, name=f"{name}_dwrelu")(x)
 
 

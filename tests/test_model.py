@@ -84,6 +84,46 @@ def test_save_and_load_in_safe_mode(tmp_path):
         np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), atol=1e-5)
 
 
+def test_batchnorm_trains_in_one_fused_kernel_with_keras_results():
+    """The model's BatchNorm layers train through TensorFlow's fused kernel (a quarter of a CPU training step's
+    kernel time went to Keras' separate ops: the moments, a multiply, an add, and their gradients) and give Keras'
+    results: outputs, gradients and moving statistics; inference keeps Keras' ops, so the exported graph is the same."""
+    import tensorflow as tf
+
+    from ocrnet_edge.model.layers import FusedBatchNorm
+
+    net = build_ocrnet(ModelConfig(input_size=SMALL))
+    ours = [layer for layer in net._flatten_layers(include_self=False) if isinstance(layer, FusedBatchNorm)]
+    assert len(ours) >= 10
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 10, 12, 8)).astype(np.float32))
+    w = tf.constant(rng.normal(size=(4, 10, 12, 8)).astype(np.float32))
+    results = []
+    for layer in (keras.layers.BatchNormalization(momentum=0.9), FusedBatchNorm(momentum=0.9)):
+        layer.build(x.shape)
+        layer.gamma.assign(rng.normal(1.0, 0.2, 8).astype(np.float32) if not results else results[0][0])
+        layer.beta.assign(np.linspace(-0.3, 0.3, 8, dtype=np.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * w)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([layer.gamma.numpy(), loss.numpy(), *(g.numpy() for g in grads), layer.moving_mean.numpy(),
+                        layer.moving_variance.numpy(), layer(x, training=False).numpy()])
+    for keras_value, fused_value in zip(*results, strict=True):
+        np.testing.assert_allclose(fused_value, keras_value, rtol=1e-5, atol=1e-4)
+
+    layer = FusedBatchNorm()
+    layer.build((None, 10, 12, 8))
+    spec = tf.TensorSpec((4, 10, 12, 8), tf.float32)
+    train_ops = {op.type for op in tf.function(lambda t: layer(t, training=True)).get_concrete_function(spec).graph
+                 .get_operations()}
+    infer_ops = {op.type for op in tf.function(lambda t: layer(t, training=False)).get_concrete_function(spec).graph
+                 .get_operations()}
+    assert "FusedBatchNormV3" in train_ops and "Mean" not in train_ops
+    assert "FusedBatchNormV3" not in infer_ops
+
+
 def test_saving_and_loading_build_no_throwaway_layers(tmp_path, monkeypatch):
     """Keras caches its attribute skip-sets under a name it never reads (model.io.cache_keras_skipsets): without
     our cache every saved or loaded layer builds a plain Layer() to list attributes, thousands per save."""
