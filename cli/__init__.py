@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 # TensorFlow's x86 build runs its oneDNN kernels only where it turns them on by itself, on CPUs with the newer vector
 # extensions; on an AVX2 CPU (the 2-core EPYC here: tensorflow's IsMklEnabled() is False) it runs Eigen's, and a
-# training step of the photo default took 1.6 times as long (docs/recipe_runs.md, "TensorFlow's oneDNN kernels on
+# training step of the photo default took 1.47 times as long (docs/recipe_runs.md, "TensorFlow's oneDNN kernels on
 # AVX2 CPUs"). Read when TensorFlow loads, so it is set here, before; TensorFlow then prints that oneDNN is on, as it
 # does where it turns it on itself. TF_ENABLE_ONEDNN_OPTS=0 in the environment turns it off.
 if platform.machine().lower() in ("x86_64", "amd64"):

@@ -55,10 +55,10 @@ class FusedBatchNorm(layers.BatchNormalization):
     """``BatchNormalization`` whose training step on TensorFlow runs TensorFlow's fused kernel.
 
     Keras 3 normalizes a training batch with separate ops (the moments, then a multiply and an add), each a pass over
-    the activations, and so does their gradient; at stride 4 these passes took a quarter of a training step's kernel
-    time on the CPU. TensorFlow's ``FusedBatchNormV3`` does the same in one kernel each way. The moving statistics
-    move as Keras moves them (the batch variance without Bessel's correction). Inference, export and every other
-    backend take Keras' own path, so the exported graph is the same.
+    the activations, and so does their gradient; these passes took a quarter of a training step's kernel time on the
+    CPU, most of it in the layers at stride 4. TensorFlow's ``FusedBatchNormV3`` does the same in one kernel each way.
+    The moving statistics move as Keras moves them (the batch variance without Bessel's correction). Inference,
+    export and every other backend take Keras' own path, so the exported graph is the same.
     """
 
     def call(self, inputs, training=None, mask=None):

@@ -155,7 +155,7 @@ print(_pywrap_util_port.IsMklEnabled())
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN is turned on on x86-64 only")
 def test_tensorflow_runs_onednn_kernels_on_x86():
     """Importing ocrnet_edge turns on TensorFlow's oneDNN kernels, which its x86 build leaves off on AVX2 CPUs (a
-    training step of the photo default took 1.6 times as long without them); TF_ENABLE_ONEDNN_OPTS=0 in the
+    training step of the photo default took 1.47 times as long without them); TF_ENABLE_ONEDNN_OPTS=0 in the
     environment still turns them off."""
     import os
     import subprocess
