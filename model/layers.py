@@ -121,11 +121,11 @@ class ObjectContext(layers.Layer):
         self.channels = int(channels)
         self.out_channels = int(out_channels)
         d = self.channels
-        self.query = [layers.Conv2D(d, 1, use_bias=False), FusedBatchNorm(momentum=0.9), layers.ReLU()]
+        self.query = [layers.Conv2D(d, 1, use_bias=False), layers.BatchNormalization(momentum=0.9), layers.ReLU()]
         self.region_key = [layers.Conv2D(d, 1), layers.ReLU(), layers.Conv2D(d, 1)]
         self.region_value = [layers.Conv2D(d, 1), layers.ReLU()]
-        self.context = [layers.Conv2D(d, 1, use_bias=False), FusedBatchNorm(momentum=0.9), layers.ReLU()]
-        self.fuse = [layers.Conv2D(self.out_channels, 1, use_bias=False), FusedBatchNorm(momentum=0.9),
+        self.context = [layers.Conv2D(d, 1, use_bias=False), layers.BatchNormalization(momentum=0.9), layers.ReLU()]
+        self.fuse = [layers.Conv2D(self.out_channels, 1, use_bias=False), layers.BatchNormalization(momentum=0.9),
                      layers.ReLU()]
 
     def build(self, input_shapes):
