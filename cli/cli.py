@@ -140,8 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise InputError(f"{args.config}: configuration file not found") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError) as e:
             raise InputError(f"{args.config}: not a training configuration JSON ({type(e).__name__}: {e})") from None
-    model_kw = {k: v for k, v in {"input_size": args.size, "width": args.width, "backbone": args.backbone}.items()
-                if v is not None}
+    model_kw = {k: v for k, v in {"input_size": args.size, "width": args.width, "backbone": args.backbone,
+                                  "det_head": args.det_head}.items() if v is not None}
     if args.no_ocr:
         model_kw["use_ocr"] = False
     train_kw = {k: v for k, v in {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch,
@@ -170,7 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     chosen = (args.backbone, args.width, args.pretrained, args.size_preset, args.config, args.init)
     path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1,
                  defaults=all(v is None for v in chosen), auto_size=args.size is None and args.config is None,
-                 workers=args.workers)
+                 auto_head=args.det_head is None and all(v is None for v in chosen), workers=args.workers)
     print(f"model: {path}")
     return 0
 
@@ -597,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--size-preset", choices=["n", "s", "m"],
                    help="model size: neck, detection head, prototypes and OCR channels (n: the reference "
                    "model's; s and m: wider; the quarter/three-quarter split stays)")
+    t.add_argument("--det-head", choices=["shared", "decoupled"],
+                   help="detection head: shared (one tower for scores, boxes and mask coefficients) or decoupled "
+                   "(boxes from a tower of their own, after a bottom-up path through the detection pyramid)")
     t.add_argument("--steps", type=int, help="optimisation steps of the run (default: at least 1000, 2000 when the data "
                    "teaches boxes alone, and at least 20 passes over the data, so a small set trains for many passes)")
     t.add_argument("--epochs", type=int, help="passes over the data instead of --steps (validating after each)")

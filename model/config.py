@@ -20,6 +20,8 @@ BACKBONES = ("compact", "mobilenet_v2", "mobilenet_v1")
 STANDARD_WIDTHS: dict[str, tuple[float, ...]] = {"mobilenet_v2": (0.35, 0.5, 0.75, 1.0),
                                                  "mobilenet_v1": (0.25, 0.5, 0.75, 1.0)}
 """Widths of the standard backbones (those Keras Applications publishes ImageNet weights for)."""
+DET_HEADS = ("shared", "decoupled")
+"""Layouts of the detection head (``ModelConfig.det_head``)."""
 CHANNEL_DIVISORS = (8, 1)
 """Channel roundings of the standard MobileNetV2: Keras Applications' (8) and TF-Slim DeepLab's (1)."""
 
@@ -51,6 +53,12 @@ class ModelConfig:
         class_names: Thing classes (detection and instance masks), in id order.
         stuff_names: Region classes (semantic map only), after the thing classes in the semantic map.
         tasks: Which heads the graph holds (the fused model has all three).
+        det_head: The detection head's layout (:data:`DET_HEADS`): ``shared``, one tower of the
+            FCOS-style head computes scores, boxes and mask coefficients on the top-down pyramid; or
+            ``decoupled``, scores from one tower and boxes with mask coefficients from another (YOLOX's
+            decoupled head), on a detection pyramid with a bottom-up path (PANet's, as YOLOv5/v8 and
+            RTMDet have), so the coarse levels that take large objects see the finer levels' detail.
+            Either reads only the detection quarter of the shared channels.
     """
 
     input_size: InputSize = 320
@@ -67,6 +75,7 @@ class ModelConfig:
     class_names: tuple[str, ...] = THING_CLASSES
     stuff_names: tuple[str, ...] = ()
     tasks: tuple[str, ...] = TASKS
+    det_head: str = "shared"
 
     def __post_init__(self) -> None:
         try:
@@ -87,6 +96,8 @@ class ModelConfig:
             raise InputError(f"tasks must be a non-empty subset of {TASKS}. Received: {self.tasks}")
         if self.width <= 0:
             raise InputError(f"width must be positive. Received: {self.width}")
+        if self.det_head not in DET_HEADS:
+            raise InputError(f"det_head (--det-head) must be one of {list(DET_HEADS)}. Received: {self.det_head!r}")
         if self.backbone not in BACKBONES:
             raise InputError(f"backbone must be one of {BACKBONES}. Received: {self.backbone!r}")
         if self.backbone in STANDARD_WIDTHS and float(self.width) not in STANDARD_WIDTHS[self.backbone]:

@@ -8,6 +8,7 @@ Data flow (input ``S``, neck channels ``C``, ``D = C * det_fraction``)::
       -> FPN top-down neck                                          P3, P4, P5 with C channels
       -> split every level by channels: [0, D) detection, [D, C) segmentation
          detection  : shared anchor-free head over P3..P5 -> det_scores (sigmoid), det_boxes, det_coeffs
+                      (``decoupled``: a bottom-up path P3 -> P4 -> P5 first, and boxes from a tower of their own)
          segmentation: levels summed at stride 8 -> object-contextual representations
                        -> upsampled to stride 4 with C2 detail -> seg_logits, mask_protos
 
@@ -150,17 +151,29 @@ def build_neck(c3, c4, c5, channels: int):
     return [_sep(t3, channels, "p3"), _sep(t4, channels, "p4"), _sep(l5, channels, "p5")]
 
 
+def _tower(c: int, prefix: str) -> list:
+    return [
+        layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{prefix}_dw1"),
+        layers.Conv2D(c, 1, activation="relu", name=f"{prefix}_pw1"),
+        layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{prefix}_dw2"),
+        layers.Conv2D(c, 1, activation="relu", name=f"{prefix}_pw2"),
+    ]
+
+
+def _run(tower: list, x):
+    for layer in tower:
+        x = layer(x)
+    return x
+
+
 class _DetectionHead:
-    """Anchor-free head (FCOS-style) whose layers are shared across pyramid levels."""
+    """Anchor-free head (FCOS-style) whose layers are shared across pyramid levels: one tower for scores,
+    boxes and mask coefficients (``shared``), or a second tower for boxes and coefficients (``decoupled``)."""
 
     def __init__(self, cfg: ModelConfig):
         c = cfg.head_channels
-        self.tower = [
-            layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="det_dw1"),
-            layers.Conv2D(c, 1, activation="relu", name="det_pw1"),
-            layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="det_dw2"),
-            layers.Conv2D(c, 1, activation="relu", name="det_pw2"),
-        ]
+        self.tower = _tower(c, "det")
+        self.reg_tower = _tower(c, "det_reg") if cfg.det_head == "decoupled" else None
         # A prior of 1% foreground keeps the early focal loss from drowning in negatives.
         prior = keras.initializers.Constant(-4.6)
         self.cls = layers.Conv2D(cfg.num_classes, 1, activation="sigmoid", bias_initializer=prior, name="det_cls")
@@ -168,9 +181,19 @@ class _DetectionHead:
         self.coeff = layers.Conv2D(cfg.num_protos, 1, activation="tanh", name="det_coeff")
 
     def __call__(self, x):
-        for layer in self.tower:
-            x = layer(x)
-        return self.cls(x), self.box(x), self.coeff(x)
+        h = _run(self.tower, x)
+        r = h if self.reg_tower is None else _run(self.reg_tower, x)
+        return self.cls(h), self.box(r), self.coeff(r)
+
+
+def bottom_up(feats, channels: int):
+    """PANet's bottom-up path over P3, P4, P5: each level adds the finer level's output, brought down by a
+    strided depthwise-separable convolution, so the coarse levels that take large objects see fine detail."""
+    out = [feats[0]]
+    for i, f in enumerate(feats[1:], start=1):
+        down = _conv_bn(_dw_bn(out[-1], 2, name=f"det_down{i + 2}"), channels, name=f"det_down{i + 2}_pw")
+        out.append(_sep(layers.Add(name=f"det_pan{i + 3}")([f, down]), channels, f"det_n{i + 3}"))
+    return out
 
 
 def _flatten_levels(tensors, name: str):
@@ -198,6 +221,8 @@ def build_ocrnet(cfg: ModelConfig = ModelConfig(), batch_size: int | None = None
 
     d = cfg.det_channels
     det_feats = [ChannelSlice(0, d, name=f"split_det{i}")(p) for i, p in enumerate(pyramid)]
+    if cfg.det_head == "decoupled" and ("detect" in cfg.tasks or "instance" in cfg.tasks):
+        det_feats = bottom_up(det_feats, d)
     seg_feats = [ChannelSlice(d, cfg.neck_channels, name=f"split_seg{i}")(p) for i, p in enumerate(pyramid)]
 
     outputs = {}

@@ -38,6 +38,7 @@ from . import losses
 from .augment import AugmentOptions, copy_paste, mosaic, photometric, placement, reduce_factor
 from .config import (
     LossConfig,
+    ModelConfig,
     Schedule,
     TrainConfig,
     model_config_from_dict,
@@ -688,6 +689,23 @@ def photo_defaults(cfg: TrainConfig) -> tuple[TrainConfig, str]:
                  "(bundled; --backbone, --pretrained or --size-preset choose otherwise)")
 
 
+BOX_SET_DET_HEAD = "decoupled"
+"""The detection head of a run on photographs that teach boxes alone, when nobody chose one (README, "Model sizes
+and the training recipe": on kangaroo it raised box AP by every measure over three seeds)."""
+
+
+def box_set_head(model: ModelConfig, resumed: str | None = None) -> tuple[ModelConfig, str]:
+    """The model with :data:`BOX_SET_DET_HEAD` where it learns boxes alone, and the line that says so ("" where
+    it keeps its head: a model with masks or label maps, whose default head is the shared one, or a run being
+    resumed, which keeps the head it started with, ``resumed``: one begun before this default has the shared)."""
+    if resumed is not None:
+        return dataclasses.replace(model, det_head=resumed), ""
+    if tuple(model.tasks) != ("detect",) or model.det_head == BOX_SET_DET_HEAD:
+        return model, ""
+    return dataclasses.replace(model, det_head=BOX_SET_DET_HEAD), (
+        f"detection head: {BOX_SET_DET_HEAD}, the default for a set with boxes alone (--det-head chooses)")
+
+
 def loader_workers() -> int:
     """Loader threads for a training run: one per core the process may use, up to 8, where an accelerator
     computes the step (the CPU then has nothing to do but prepare batches); none beside the step on the CPU.
@@ -715,7 +733,7 @@ def keras_accelerator() -> str | None:
 
 def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | str | None = None,
           resume: bool = True, verbose: int = 1, defaults: bool = False, auto_size: bool = False,
-          workers: int | None = None) -> Path:
+          auto_head: bool = False, workers: int | None = None) -> Path:
     """Train (or resume training) and return the path of the saved inference model.
 
     The classes come from the dataset (``cfg.classes`` selects and orders them) and the heads from
@@ -731,6 +749,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         defaults: Nobody chose the model: on photographs (not generated scenes) take :func:`photo_defaults`.
         auto_size: Nobody chose the input size: on photographs of one aspect, shape the input after them at
             about the cost of the configured square (:func:`aspect_input_size`).
+        auto_head: Nobody chose the detection head: photographs that teach boxes alone get
+            :data:`BOX_SET_DET_HEAD` (:func:`box_set_head`).
         workers: Threads that prepare batches ahead of the training step (0 or 1: the step prepares its own);
             default :func:`loader_workers`. Batches are the same whatever the number (each image's randomness
             is seeded by run, pass and image).
@@ -762,6 +782,10 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         cfg = dataclasses.replace(cfg, model=model)
     model_cfg = dataclasses.replace(cfg.model, class_names=train_set.thing_classes,
                                     stuff_names=train_set.stuff_classes, tasks=tasks_supported(train_set))
+    if auto_head and not train_set.generated:
+        model_cfg, head_line = box_set_head(model_cfg, resumed=saved.model.det_head if saved else None)
+        if head_line:
+            print(head_line)
     augment = cfg.augment == "on" or (cfg.augment == "auto" and not train_set.generated)
     cfg = dataclasses.replace(cfg, model=model_cfg)
     keras.utils.set_random_seed(cfg.seed)

@@ -47,8 +47,48 @@ def test_quarter_of_shared_channels_feed_detection():
     assert ModelConfig(neck_channels=64, det_fraction=0.5).det_channels == 32
 
 
-def test_only_edgetpu_friendly_layers():
-    net = build_ocrnet(ModelConfig(input_size=SMALL), batch_size=1)
+def _ancestors(net: keras.Model, name: str) -> set[str]:
+    """Names of the layers whose outputs reach layer ``name``'s calls in the functional graph, call by call (a
+    layer shared over the pyramid's levels leads back only to the level each call reads)."""
+    seen, names, todo = set(), set(), list(net.get_layer(name)._inbound_nodes)
+    while todo:
+        for t in todo.pop().input_tensors:
+            op, node_index, _ = t._keras_history
+            if (id(op), node_index) not in seen:
+                seen.add((id(op), node_index))
+                names.add(op.name)
+                todo.append(op._inbound_nodes[node_index])
+    return names
+
+
+@pytest.mark.parametrize("tasks", [("detect",), ("detect", "semantic", "instance")])
+def test_decoupled_head_brings_fine_detail_to_the_coarse_level_and_boxes_apart(tasks):
+    cfg = ModelConfig(input_size=SMALL, neck_channels=64, tasks=tasks)
+    shared = build_ocrnet(cfg, batch_size=1)
+    net = build_ocrnet(ModelConfig(**{**cfg.__dict__, "det_head": "decoupled"}), batch_size=1)
+    # The quarter still feeds detection, and the outputs keep their shapes.
+    det = [layer for layer in net.layers if layer.name.startswith("split_det")]
+    assert {(layer.start, layer.stop) for layer in det} == {(0, 16)}
+    assert {k: tuple(v.shape) for k, v in net.output.items()} == {k: tuple(v.shape) for k, v in shared.output.items()}
+    # Bottom-up path: the coarsest level's boxes (P5, flattened last) see the finest level's detection slice.
+    p5 = f"{contract.DET_BOXES}_flat2"
+    assert "split_det0" in _ancestors(net, p5) and "split_det0" not in _ancestors(shared, p5)
+    assert "split_seg0" not in _ancestors(net, p5), "detection reads only its quarter"
+    # Decoupled: boxes come from a tower of their own, scores from the other.
+    assert "det_reg_pw2" in _ancestors(net, "det_box") and "det_pw2" not in _ancestors(net, "det_box")
+    assert not any(n.startswith("det_reg") for n in _ancestors(net, "det_cls"))
+    if "instance" in tasks:
+        assert "det_reg_pw2" in _ancestors(net, "det_coeff")
+
+
+def test_bad_det_head():
+    with pytest.raises(InputError, match="det_head"):
+        ModelConfig(det_head="coupled")
+
+
+@pytest.mark.parametrize("det_head", ["shared", "decoupled"])
+def test_only_edgetpu_friendly_layers(det_head):
+    net = build_ocrnet(ModelConfig(input_size=SMALL, det_head=det_head), batch_size=1)
     banned = (keras.layers.UpSampling2D, keras.layers.Resizing, keras.layers.Rescaling, keras.layers.Lambda,
               keras.layers.Softmax)
     for layer in net._flatten_layers(include_self=False):

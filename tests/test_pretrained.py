@@ -311,8 +311,12 @@ def test_pretrained_bad_input_leaves_no_run(tmp_path, small_dataset, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("backbone", "width"), [("mobilenet_v2", 0.35), ("mobilenet_v1", 0.25)])
-def test_standard_backbones_convert_full_int8_and_map_to_the_edge_tpu(tmp_path, calib_dir, backbone, width):
+@pytest.mark.parametrize(("backbone", "width", "head"), [
+    ("mobilenet_v2", 0.35, {}), ("mobilenet_v1", 0.25, {}),
+    # the default for a set with boxes alone: the decoupled head with its bottom-up path
+    ("mobilenet_v2", 0.35, {"det_head": "decoupled", "tasks": ("detect",)}),
+])
+def test_standard_backbones_convert_full_int8_and_map_to_the_edge_tpu(tmp_path, calib_dir, backbone, width, head):
     import keras
 
     from ocrnet_edge.convert.pipeline import ConvertOptions, convert_model
@@ -320,7 +324,7 @@ def test_standard_backbones_convert_full_int8_and_map_to_the_edge_tpu(tmp_path, 
     from ocrnet_edge.model.network import build_ocrnet
 
     cfg = ModelConfig(input_size=SMALL, backbone=backbone, width=width, neck_channels=32, head_channels=32,
-                      num_protos=8, ocr_channels=16)
+                      num_protos=8, ocr_channels=16, **head)
     keras.utils.set_random_seed(0)
     path = tmp_path / "model.keras"
     save_model(build_ocrnet(cfg), cfg, path)
@@ -331,6 +335,7 @@ def test_standard_backbones_convert_full_int8_and_map_to_the_edge_tpu(tmp_path, 
     assert tpu["mapped_share"] == 1.0 and not tpu["problems"], tpu
     card = json.loads(res.card.read_text())
     assert card["notes"]["model_config"]["backbone"] == backbone
+    assert card["notes"]["model_config"]["det_head"] == head.get("det_head", "shared")
 
 
 def test_unknown_model_file_for_import(tmp_path):
@@ -369,20 +374,33 @@ def test_a_missing_pretrained_file_names_the_bundled_ones():
         load_pretrained(build_ocrnet(cfg), cfg, "nowhere.tflite")
 
 
-@pytest.mark.parametrize(("extra", "defaults", "auto_size"), [
-    ([], True, True),
-    (["--backbone", "compact"], False, True),
-    (["--size-preset", "n"], False, True),
-    (["--pretrained", "none"], False, True),
-    (["--steps", "5", "--size", "256"], True, False),
-    (["--size", "384x288"], True, False),
+@pytest.mark.parametrize(("extra", "defaults", "auto_size", "auto_head"), [
+    ([], True, True, True),
+    (["--backbone", "compact"], False, True, False),
+    (["--size-preset", "n"], False, True, False),
+    (["--pretrained", "none"], False, True, False),
+    (["--steps", "5", "--size", "256"], True, False, True),
+    (["--size", "384x288"], True, False, True),
+    (["--det-head", "shared"], True, True, False),
 ])
 def test_train_takes_the_photo_defaults_only_when_no_model_is_chosen(monkeypatch, tmp_path, extra, defaults,
-                                                                     auto_size):
+                                                                     auto_size, auto_head):
     import ocrnet_edge.model.train as train_module
     from ocrnet_edge.cli import main
 
     seen = {}
     monkeypatch.setattr(train_module, "train", lambda *a, **kw: seen.update(kw) or tmp_path / "model.keras")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *extra]) == 0
-    assert seen["defaults"] is defaults and seen["auto_size"] is auto_size
+    assert seen["defaults"] is defaults and seen["auto_size"] is auto_size and seen["auto_head"] is auto_head
+
+
+def test_a_set_of_boxes_alone_gets_the_decoupled_head_and_says_so():
+    from ocrnet_edge.model.train import BOX_SET_DET_HEAD, box_set_head
+
+    boxes = ModelConfig(tasks=("detect",))
+    model, line = box_set_head(boxes)
+    assert model.det_head == BOX_SET_DET_HEAD == "decoupled" and "--det-head" in line
+    for tasks in (("detect", "semantic", "instance"), ("semantic",), ("detect", "semantic")):
+        assert box_set_head(ModelConfig(tasks=tasks)) == (ModelConfig(tasks=tasks), ""), "masks keep the shared head"
+    assert box_set_head(model) == (model, "")
+    assert box_set_head(boxes, resumed="shared") == (boxes, ""), "a run begun with the shared head resumes with it"
