@@ -168,9 +168,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_kw["loss"] = dataclasses.replace(cfg.loss, **loss_kw)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(model, **model_kw), **train_kw)
     chosen = (args.backbone, args.width, args.pretrained, args.size_preset, args.config, args.init)
+    defaults = all(v is None for v in chosen)
     path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1,
-                 defaults=all(v is None for v in chosen), auto_size=args.size is None and args.config is None,
-                 auto_head=args.det_head is None and all(v is None for v in chosen), workers=args.workers)
+                 defaults=defaults, auto_size=args.size is None and args.config is None,
+                 auto_head=defaults and args.det_head is None, workers=args.workers)
     print(f"model: {path}")
     return 0
 
