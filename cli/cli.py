@@ -163,7 +163,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.skip_bad:
         train_kw["skip_bad"] = True
     model = cfg.model.with_preset(args.size_preset) if args.size_preset else cfg.model
-    loss_kw = {k: v for k, v in {"assigner": args.assigner, "mask_dice": args.mask_dice}.items() if v is not None}
+    loss_kw = {k: v for k, v in {"assigner": args.assigner, "mask_dice": args.mask_dice,
+                                 "class_balance": args.class_weights}.items() if v is not None}
     if loss_kw:
         train_kw["loss"] = dataclasses.replace(cfg.loss, **loss_kw)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(model, **model_kw), **train_kw)
@@ -635,6 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the default) or tal (task-aligned: the best-predicting ones, TOOD/YOLOv8 style)")
     t.add_argument("--mask-dice", type=float, metavar="W", help="weight of a dice loss added to the instance masks' "
                    "BCE (0: BCE alone)")
+    t.add_argument("--class-weights", choices=["none", "enet"], help="weights of the semantic classes in the pixel "
+                   "loss: none (the default: every class alike) or enet (ENet's 1/ln(1.02 + pixel share) from the "
+                   "training set: thin and rare classes weigh more)")
     t.add_argument("--no-ocr", action="store_true", help="ablation: semantic branch without object context")
     t.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     t.add_argument("--workers", type=int, metavar="N",

@@ -170,6 +170,21 @@ branch sees 16 channels; ``s`` gives it 32 and ``m`` 48.
 """
 
 
+CLASS_BALANCES = ("none", "enet")
+ENET_C = 1.02
+"""ENet's constant in the class weight ``1 / ln(ENET_C + p)`` (Paszke et al. 2016): it bounds the weight of the
+rarest class at about 50 and gives a class of half the pixels about 2.4."""
+
+
+def enet_class_weights(pixels) -> tuple[float, ...]:
+    """ENet's class weights ``1 / ln(ENET_C + p)`` from each class's count of labelled pixels (``p``: its share)."""
+    counts = [float(c) for c in pixels]
+    total = sum(counts)
+    if total <= 0:
+        raise InputError("class weights need labelled pixels; the training set has none")
+    return tuple(round(1.0 / math.log(ENET_C + c / total), 4) for c in counts)
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """Weights of the loss terms.
@@ -185,6 +200,13 @@ class LossConfig:
             in the graph: the best-predicting locations near the object on any level, TOOD/YOLOv8 style;
             :func:`model.losses.task_aligned_losses`; the mask samples then come from its wider candidates).
         mask_dice: Weight of a dice term added to the mask BCE (:func:`model.losses.mask_loss`); 0: BCE alone.
+        class_balance: Weights of the semantic classes in the pixel losses: ``none`` (every class alike) or ``enet``
+            (ENet's ``1 / ln(1.02 + p)`` of each class's share ``p`` of the training set's labelled pixels, so a thin
+            class such as a pole weighs about fifteen times the sky; ENet and ESPNet train on CamVid so). Not the
+            default: on the one set of many label-map classes here it left mIoU level (docs/recipe_runs.md, "Class
+            weights for rare semantic classes").
+        class_weights: The weights in use, one per semantic class (background first), set by ``train`` from
+            ``class_balance`` and the training set; empty: every class alike.
     """
 
     cls: float = 1.0
@@ -194,8 +216,16 @@ class LossConfig:
     mask: float = 1.5
     assigner: str = "fcos"
     mask_dice: float = 0.0
+    class_balance: str = "none"
+    class_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "class_weights", tuple(float(v) for v in self.class_weights))  # a JSON list
+        if self.class_balance not in CLASS_BALANCES:
+            raise InputError(f"class balance (--class-weights) must be one of {', '.join(CLASS_BALANCES)}. "
+                             f"Received: {self.class_balance!r}")
+        if any(not (v > 0.0 and math.isfinite(v)) for v in self.class_weights):
+            raise InputError(f"class weights must be positive numbers. Received: {list(self.class_weights)}")
         if self.assigner not in ("fcos", "tal"):
             raise InputError(f"assigner (--assigner) must be fcos or tal. Received: {self.assigner!r}")
         if self.mask_dice < 0:

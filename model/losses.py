@@ -208,15 +208,21 @@ def task_aligned_losses(scores, dist, gt_boxes, gt_labels, centres, strides, num
 IGNORE_LABEL = 255
 
 
-def semantic_loss(logits, labels):
+def semantic_loss(logits, labels, class_weights=None):
     """Mean pixel cross-entropy over labelled pixels; ``logits`` (B, h, w, C) are resized bilinearly to
-    ``labels`` (B, H, W), whose value 255 marks pixels that teach nothing (crowd, unlabelled, bars)."""
+    ``labels`` (B, H, W), whose value 255 marks pixels that teach nothing (crowd, unlabelled, bars).
+
+    With ``class_weights`` (C,), each pixel's term is weighted by its class's weight and the sum divided by the
+    sum of the weights (PyTorch's weighted mean), so the loss keeps its scale and rare classes their say."""
     h, w = labels.shape[1], labels.shape[2]
     up = ops.image.resize(logits, (h, w), interpolation="bilinear")
     valid = ops.cast(labels != IGNORE_LABEL, "float32")
     safe = ops.where(labels == IGNORE_LABEL, 0, labels)
     ce = ops.sparse_categorical_crossentropy(safe, up, from_logits=True)
-    return ops.sum(ce * valid) / ops.maximum(ops.sum(valid), 1.0)
+    weight = valid
+    if class_weights is not None:
+        weight = ops.take(ops.convert_to_tensor(class_weights, "float32"), ops.cast(safe, "int32")) * valid
+    return ops.sum(ce * weight) / ops.maximum(ops.sum(weight), 1.0)
 
 
 def mask_loss(coeffs, protos, mask_loc, mask_target, mask_box, mask_weight, dice: float = 0.0):

@@ -117,17 +117,27 @@ RARE_SHARE = 0.01
 classes (poles, signs) are the ones a semantic map loses first, so their IoU in ``eval`` is the one to watch."""
 
 
+def semantic_pixel_counts(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per semantic class, over the images whose semantic map is taught: its labelled pixels (255 and void left
+    out) and the number of images showing it."""
+    n = len(ds.semantic_classes)
+    counts = np.zeros(n, np.int64)
+    images = np.zeros(n, np.int64)
+    for r in ds.records:
+        if not r.supervision.semantic:
+            continue
+        sem = r.semantic()
+        c = np.bincount(sem[sem != IGNORE].ravel(), minlength=n)[:n]
+        counts += c
+        images += c > 0
+    return counts, images
+
+
 def label_map_pixels(ds: Dataset) -> dict:
     """Per semantic class of a label-map split: its share of the labelled pixels (255 and void left out) and the
     number of images showing it."""
     names = ds.semantic_classes
-    counts = np.zeros(len(names), np.int64)
-    images = np.zeros(len(names), np.int64)
-    for r in ds.records:
-        sem = r.semantic()
-        c = np.bincount(sem[sem != IGNORE].ravel(), minlength=len(names))[: len(names)]
-        counts += c
-        images += c > 0
+    counts, images = semantic_pixel_counts(ds)
     total = max(1, int(counts.sum()))
     return {n: {"share": round(float(counts[i]) / total, 5), "images": int(images[i])}
             for i, n in enumerate(names) if n != "background" or counts[i]}

@@ -41,6 +41,7 @@ from .config import (
     ModelConfig,
     Schedule,
     TrainConfig,
+    enet_class_weights,
     model_config_from_dict,
     plan_schedule,
     save_json,
@@ -101,11 +102,12 @@ class OCRNetTrainer(keras.Model):
                 )
             terms["cls"], terms["box"] = cls_l, box_l
             total = total + w.cls * cls_l + w.box * box_l
+        class_weights = w.class_weights or None
         if "seg_logits" in out:
-            terms["sem"] = losses.semantic_loss(out["seg_logits"], y["semantic"])
+            terms["sem"] = losses.semantic_loss(out["seg_logits"], y["semantic"], class_weights)
             total = total + w.semantic * terms["sem"]
         if AUX_COARSE in out:
-            terms["aux"] = losses.semantic_loss(out[AUX_COARSE], y["semantic"])
+            terms["aux"] = losses.semantic_loss(out[AUX_COARSE], y["semantic"], class_weights)
             total = total + w.semantic_aux * terms["aux"]
         if "mask_protos" in out:
             terms["mask"] = losses.mask_loss(
@@ -706,6 +708,34 @@ def box_set_head(model: ModelConfig, resumed: str | None = None) -> tuple[ModelC
         f"detection head: {BOX_SET_DET_HEAD}, the default for a set with boxes alone (--det-head chooses)")
 
 
+def balanced_classes(loss: LossConfig, train_set, model: ModelConfig,
+                     resumed: LossConfig | None = None) -> tuple[LossConfig, str]:
+    """The loss with its semantic class weights made from the training set where ``loss.class_balance`` asks for
+    them (``enet``), and the line that says so ("" where nothing is weighted). A run being resumed keeps the weights
+    it started with (``resumed``).
+
+    Rare classes are the ones a semantic map loses first (issue 18: CamVid's poles, signs and cyclists at IoU 0.00
+    with plain cross-entropy); ENet and ESPNet, the published figures for CamVid, train with these weights."""
+    if resumed is not None:
+        return dataclasses.replace(loss, class_balance=resumed.class_balance, class_weights=resumed.class_weights), ""
+    if loss.class_balance == "none":
+        return dataclasses.replace(loss, class_weights=()), ""
+    if "semantic" not in model.tasks:
+        return dataclasses.replace(loss, class_balance="none", class_weights=()), (
+            f"--class-weights {loss.class_balance}: this model has no semantic map to weight (its labels teach "
+            f"{', '.join(model.tasks)}); nothing weighted")
+    from .summary import semantic_pixel_counts
+
+    counts, _ = semantic_pixel_counts(train_set)
+    weights = enet_class_weights(counts)
+    names = model.semantic_classes
+    seen = [k for k in range(len(names)) if counts[k]]
+    lo, hi = min(seen, key=lambda k: weights[k]), max(seen, key=lambda k: weights[k])
+    return dataclasses.replace(loss, class_weights=weights), (
+        "semantic classes weighted by their share of the labelled pixels (--class-weights enet: ENet's "
+        f"1/ln(1.02 + share)): {names[lo]} {weights[lo]:.1f} to {names[hi]} {weights[hi]:.1f}")
+
+
 def loader_workers() -> int:
     """Loader threads for a training run: one per core the process may use, up to 8, where an accelerator
     computes the step (the CPU then has nothing to do but prepare batches); none beside the step on the CPU.
@@ -786,8 +816,11 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         model_cfg, head_line = box_set_head(model_cfg, resumed=saved.model.det_head if saved else None)
         if head_line:
             print(head_line)
+    loss_cfg, balance_line = balanced_classes(cfg.loss, train_set, model_cfg, resumed=saved.loss if saved else None)
+    if balance_line:
+        print(balance_line)
     augment = cfg.augment == "on" or (cfg.augment == "auto" and not train_set.generated)
-    cfg = dataclasses.replace(cfg, model=model_cfg)
+    cfg = dataclasses.replace(cfg, model=model_cfg, loss=loss_cfg)
     keras.utils.set_random_seed(cfg.seed)
     trainer = OCRNetTrainer(to_dict(cfg.model), to_dict(cfg.loss))
     if cfg.pretrained:  # before anything is written: a bad file leaves no run folder behind

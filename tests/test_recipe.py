@@ -1,9 +1,11 @@
 """The training recipe for small real datasets: model sizes, the step schedule (warm-up, cosine),
-the moving average of the weights, early stopping, mosaic, copy-paste and multi-scale batches."""
+the moving average of the weights, early stopping, mosaic, copy-paste and multi-scale batches, and the
+weights of rare semantic classes."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -594,6 +596,83 @@ def test_mask_dice_adds_the_overlap_the_bce_does_not_see():
     assert half == pytest.approx(1 - 17 / 33, abs=1e-3)
     with pytest.raises(InputError, match="mask_dice"):
         LossConfig(mask_dice=-1.0)
+
+
+def test_class_weights_give_a_rare_class_its_say_in_the_pixel_loss():
+    from keras import ops
+
+    from ocrnet_edge.model.losses import semantic_loss
+
+    # Two classes: 60 of 64 pixels are class 0 and predicted well, 4 are class 1 (a pole) and predicted wrong.
+    labels = np.zeros((1, 8, 8), np.int32)
+    labels[0, :4, 3] = 1
+    logits = np.zeros((1, 8, 8, 2), np.float32)
+    logits[..., 0] = 4.0
+    labels_ignored = labels.copy()
+    labels_ignored[0, 6:] = IGNORE
+
+    def loss(weights, lab=labels):
+        return float(ops.convert_to_numpy(semantic_loss(logits, lab, weights)))
+
+    ce_good, ce_bad = np.log1p(np.exp(-4.0)), np.log1p(np.exp(4.0))
+    assert loss(None) == pytest.approx((60 * ce_good + 4 * ce_bad) / 64, rel=1e-4)
+    assert loss((3.0, 3.0)) == pytest.approx(loss(None), rel=1e-5), "equal weights: the plain mean"
+    w0, w1 = 1.5, 30.0  # the weighted mean, as PyTorch's weighted cross-entropy takes it
+    assert loss((w0, w1)) == pytest.approx((60 * w0 * ce_good + 4 * w1 * ce_bad) / (60 * w0 + 4 * w1), rel=1e-4)
+    assert loss((w0, w1)) > 5 * loss(None), "the pole's errors dominate once it is weighted"
+    assert loss((w0, w1), labels_ignored) == pytest.approx(
+        (44 * w0 * ce_good + 4 * w1 * ce_bad) / (44 * w0 + 4 * w1), rel=1e-4), "ignored pixels weigh nothing"
+
+
+def test_enet_weights_come_from_the_training_sets_pixels_when_asked(tmp_path):
+    import math
+
+    import cv2
+
+    from ocrnet_edge.model.config import LossConfig, enet_class_weights
+    from ocrnet_edge.model.train import balanced_classes
+
+    assert enet_class_weights([98, 2]) == pytest.approx((1 / math.log(1.02 + 0.98), 1 / math.log(1.02 + 0.02)),
+                                                        abs=1e-4)
+    root = tmp_path / "streets"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("sky\nroad\npole\n")
+    lab = np.zeros((40, 60), np.uint8)
+    lab[20:] = 1
+    lab[:, 30] = 2  # a one-pixel pole: 40 of 2,400 pixels
+    lab[0] = IGNORE
+    cv2.imwrite(str(root / "images" / "a.jpg"), np.full((40, 60, 3), 90, np.uint8))
+    cv2.imwrite(str(root / "labels" / "a.png"), lab)
+    ds = load_dataset(root)
+    streets = ModelConfig(class_names=(), stuff_names=ds.stuff_classes, tasks=("semantic",))
+    assert balanced_classes(LossConfig(), ds, streets) == (LossConfig(), ""), "not the default"
+    loss, line = balanced_classes(LossConfig(class_balance="enet"), ds, streets)
+    counts = [0, (lab == 0).sum(), (lab == 1).sum(), (lab == 2).sum()]  # background first, then sky, road, pole
+    assert loss.class_balance == "enet" and loss.class_weights == enet_class_weights(counts)
+    assert loss.class_weights[3] > 10 * loss.class_weights[1], "the pole weighs far more than the sky"
+    assert "road 2.4 to pole 27.8" in line
+    # A model without a semantic map says the option did nothing.
+    boxes = ModelConfig(class_names=("car",), tasks=("detect",))
+    loss_b, line_b = balanced_classes(LossConfig(class_balance="enet"), ds, boxes)
+    assert loss_b.class_weights == () and "no semantic map" in line_b
+    # A resumed run keeps what it began with.
+    assert balanced_classes(LossConfig(), ds, streets, resumed=loss) == (loss, "")
+    # The weights survive the configuration's JSON (a list there).
+    assert LossConfig(**json.loads(json.dumps(dataclasses.asdict(loss)))) == loss
+    with pytest.raises(InputError, match="--class-weights"):
+        LossConfig(class_balance="median")
+
+
+def test_train_class_weights_reaches_the_loss(monkeypatch, tmp_path):
+    import ocrnet_edge.model.train as train_module
+    from ocrnet_edge.cli import main
+
+    seen = []
+    monkeypatch.setattr(train_module, "train", lambda data, out, cfg, **kw: seen.append(cfg) or tmp_path / "model.keras")
+    for extra in ([], ["--class-weights", "enet"]):
+        assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *extra]) == 0
+    assert [c.loss.class_balance for c in seen] == ["none", "enet"]
 
 
 def test_photometric_is_the_colour_jitter_it_says():
