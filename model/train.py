@@ -711,8 +711,8 @@ def box_set_head(model: ModelConfig, resumed: str | None = None) -> tuple[ModelC
 def balanced_classes(loss: LossConfig, train_set, model: ModelConfig,
                      resumed: LossConfig | None = None) -> tuple[LossConfig, str]:
     """The loss with its semantic class weights made from the training set where ``loss.class_balance`` asks for
-    them (``enet``), and the line that says so ("" where nothing is weighted). A run being resumed keeps the weights
-    it started with (``resumed``).
+    them (``enet``), and the line that says so: the weights' range, or that a model without a semantic map has nothing
+    to weight ("" where none were asked for). A run being resumed keeps the weights it started with (``resumed``).
 
     Rare classes are the ones a semantic map loses first (issue 18: CamVid's poles, signs and cyclists at IoU 0.00
     with plain cross-entropy); ENet and ESPNet, the published figures for CamVid, train with these weights."""
