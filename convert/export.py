@@ -20,15 +20,27 @@ import numpy as np
 from ocrnet_edge.model.config import ModelConfig
 from ocrnet_edge.model.network import build_ocrnet
 from ocrnet_edge.runtime.contract import InputSize, input_wh
+from ocrnet_edge.runtime.errors import ModelError
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
 
 
 def export_model(model, cfg: ModelConfig):
-    """A copy of ``model`` with a static batch of 1 at ``cfg.input_size`` (weights shared by value)."""
+    """A copy of ``model`` with a static batch of 1 at ``cfg.input_size`` (weights shared by value).
+
+    Raises:
+        ModelError: The weights do not fit the architecture ``cfg`` describes (a configuration written by another
+            version, or edited by hand).
+    """
     static = build_ocrnet(cfg, batch_size=1)
-    static.set_weights(model.get_weights())
+    weights = model.get_weights()
+    mine = static.get_weights()
+    if len(weights) != len(mine) or any(a.shape != b.shape for a, b in zip(weights, mine)):
+        raise ModelError(f"the model's weights ({len(weights)} arrays) do not fit the architecture its saved "
+                         f"configuration describes ({len(mine)} arrays): convert it with the ocrnet-edge version that "
+                         "trained it, or train it again")
+    static.set_weights(weights)
     return static
 
 

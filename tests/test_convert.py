@@ -202,6 +202,7 @@ def test_repository_calibration_data_is_complete():
         ("missing", errors.EXIT_INPUT, "model file not found"),
         ("not_keras", errors.EXIT_MODEL, "not a Keras model"),
         ("wrong_outputs", errors.EXIT_MODEL, "missing ['det_coeffs', 'mask_protos', 'seg_logits']"),
+        ("weights_mismatch", errors.EXIT_MODEL, "do not fit the architecture its saved configuration describes"),
         ("empty_calib", errors.EXIT_INPUT, "no usable calibration images"),
         ("missing_calib", errors.EXIT_INPUT, "calibration folder not found"),
         ("unwritable", errors.EXIT_OUTPUT, "output folder cannot be written"),
@@ -222,6 +223,13 @@ def test_bad_input(case, code, message, tiny_model, calib_dir, tmp_path, capsys)
                                 "det_boxes": keras.layers.Conv2D(4, 1, name="det_boxes")(inp)})
         model = tmp_path / "wrong.keras"
         save_model(net, TINY, model)
+    elif case == "weights_mismatch":  # a configuration that names another head than the weights were trained with
+        import dataclasses
+
+        from ocrnet_edge.model.io import load_model
+
+        model = tmp_path / "mismatch.keras"
+        save_model(load_model(tiny_model), dataclasses.replace(TINY, det_head="decoupled"), model)
     elif case == "empty_calib":
         calib = tmp_path / "empty"
         calib.mkdir()
