@@ -188,6 +188,20 @@ def mask_polygons(mask):
     return [p.ravel().tolist() for p in polys]
 
 
+def write_label_maps(root, classes, maps: dict, image_ext: str = ".jpg"):
+    """A label-map dataset as users write one: ``classes.txt`` (one name per line), and per stem in ``maps`` a flat
+    grey image in ``images/`` and its single-channel PNG class ids in ``labels/``."""
+    import cv2
+    import numpy as np
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    (root / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    for stem, lab in maps.items():
+        cv2.imwrite(str(root / "images" / f"{stem}{image_ext}"), np.full((*lab.shape, 3), 90, np.uint8))
+        cv2.imwrite(str(root / "labels" / f"{stem}.png"), lab)
+
+
 def write_yolo_seg(root, train: int, val: int, seed: int = 11, regions: bool = True):
     """An Ultralytics YOLO segmentation dataset: data.yaml, images/{train,val}, labels/{train,val}."""
     import cv2

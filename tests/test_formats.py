@@ -18,7 +18,7 @@ from ocrnet_edge.model.data import IGNORE, Placement, load_dataset, render
 from ocrnet_edge.model.formats import available_splits, label_path
 from ocrnet_edge.runtime.errors import InputError
 
-from .conftest import USER_CLASSES, USER_REGION, user_scene
+from .conftest import USER_CLASSES, USER_REGION, user_scene, write_label_maps
 
 POLYGON_IOU = 0.75
 """A mask read back from its traced polygon (through boundary pixel centres) agrees with it at least this
@@ -166,14 +166,11 @@ def test_label_map_dataset(tmp_path):
 
 
 def _label_map_set(root, stems):
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    (root / "classes.txt").write_text("background\nperson\n")
+    maps = {}
     for i, stem in enumerate(stems):
-        lab = np.zeros((40, 60), np.uint8)
-        lab[: 4 + i] = 1
-        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), np.full((40, 60, 3), 90, np.uint8))
-        cv2.imwrite(str(root / "labels" / f"{stem}.png"), lab)
+        maps[stem] = np.zeros((40, 60), np.uint8)
+        maps[stem][: 4 + i] = 1
+    write_label_maps(root, ("background", "person"), maps)
 
 
 def test_label_maps_split_by_lists_beside_classes_txt(tmp_path):
@@ -213,14 +210,10 @@ def test_a_split_list_line_naming_no_image_is_one_line_with_file_and_line(tmp_pa
 def test_a_void_line_in_classes_txt_teaches_nothing_like_255(tmp_path):
     # CamVid's 11-class maps mark unlabelled pixels 11, not 255: a 12th line "void" must not become a class.
     root = tmp_path / "camvid"
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    (root / "classes.txt").write_text("sky\nroad\nvoid\n")
     lab = np.zeros((40, 60), np.uint8)
     lab[20:] = 1
     lab[:, :10] = 2
-    cv2.imwrite(str(root / "images" / "f.png"), np.full((40, 60, 3), 90, np.uint8))
-    cv2.imwrite(str(root / "labels" / "f.png"), lab)
+    write_label_maps(root, ("sky", "road", "void"), {"f": lab}, image_ext=".png")
     ds = load_dataset(root)
     assert ds.stuff_classes == ("sky", "road") and any("'void' (id 2) teaches nothing" in n for n in ds.notes)
     sem = ds.records[0].semantic()

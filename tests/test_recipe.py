@@ -17,7 +17,7 @@ from ocrnet_edge.model.data import IGNORE, Rendered, load_dataset
 from ocrnet_edge.model.train import prepare_record
 from ocrnet_edge.runtime.errors import InputError
 
-from .conftest import SMALL, TINY
+from .conftest import SMALL, TINY, write_label_maps
 
 SEEDS = 10
 BOX_SLACK = 1.5
@@ -627,23 +627,17 @@ def test_class_weights_give_a_rare_class_its_say_in_the_pixel_loss():
 def test_enet_weights_come_from_the_training_sets_pixels_when_asked(tmp_path):
     import math
 
-    import cv2
-
     from ocrnet_edge.model.config import LossConfig, enet_class_weights
     from ocrnet_edge.model.train import balanced_classes
 
     assert enet_class_weights([98, 2]) == pytest.approx((1 / math.log(1.02 + 0.98), 1 / math.log(1.02 + 0.02)),
                                                         abs=1e-4)
     root = tmp_path / "streets"
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    (root / "classes.txt").write_text("sky\nroad\npole\n")
     lab = np.zeros((40, 60), np.uint8)
     lab[20:] = 1
     lab[:, 30] = 2  # a one-pixel pole: 40 of 2,400 pixels
     lab[0] = IGNORE
-    cv2.imwrite(str(root / "images" / "a.jpg"), np.full((40, 60, 3), 90, np.uint8))
-    cv2.imwrite(str(root / "labels" / "a.png"), lab)
+    write_label_maps(root, ("sky", "road", "pole"), {"a": lab})
     ds = load_dataset(root)
     streets = ModelConfig(class_names=(), stuff_names=ds.stuff_classes, tasks=("semantic",))
     assert balanced_classes(LossConfig(), ds, streets) == (LossConfig(), ""), "not the default"
