@@ -35,8 +35,8 @@ def export_model(model, cfg: ModelConfig):
     """
     static = build_ocrnet(cfg, batch_size=1)
     weights = model.get_weights()
-    mine = static.get_weights()
-    if len(weights) != len(mine) or any(a.shape != b.shape for a, b in zip(weights, mine)):
+    mine = static.weights  # the variables' shapes; no copy of their values
+    if len(weights) != len(mine) or any(a.shape != tuple(v.shape) for a, v in zip(weights, mine)):
         raise ModelError(f"the model's weights ({len(weights)} arrays) do not fit the architecture its saved "
                          f"configuration describes ({len(mine)} arrays): convert it with the ocrnet-edge version that "
                          "trained it, or train it again")
