@@ -266,3 +266,35 @@ def test_convert_gate_data_with_bad_boxes_is_refused_or_skipped(devkit, tmp_path
     what, load = _gate_plan(ConvertOptions(val=devkit, skip_bad=True, progress=False), cfg,
                             tmp_path / "model.keras", None)
     assert what == f"dataset {devkit} (val)" and [r.path.name for r in load(tmp_path).records] == ["2007_000001.jpg"]
+
+
+def test_the_box_set_script_writes_what_the_reader_reads_back(tmp_path):
+    """``scripts/voc_boxes.py`` (the third box set of docs/recipe_runs.md) on a CVAT-style COCO export: every thing
+    object's box comes back from the VOC reader as COCO gave it, and the floor region and the crowd are left out."""
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import REPO, USER_CLASSES, USER_REGION, write_coco_export
+
+    src = write_coco_export(tmp_path / "coco", 4)
+    (src / "annotations" / "instances_default.json").rename(src / "annotations" / "instances_train.json")
+    out = tmp_path / "voc"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "voc_boxes.py"), str(src), str(out),
+                           "--splits", "train"], capture_output=True, text=True, check=True)
+    doc = json.loads((src / "annotations" / "instances_train.json").read_text())
+    things = {c["id"]: c["name"] for c in doc["categories"] if c.get("isthing", 1)}
+    kept = [a for a in doc["annotations"] if a["category_id"] in things and not a["iscrowd"]]
+    assert done.stdout.strip() == f"train: 4 images, {len(kept)} boxes"
+    assert len(kept) < len(doc["annotations"]) - 1, "the export holds floor regions and a crowd to leave out"
+    ds = load_dataset(out)
+    assert ds.format == "voc" and len(ds) == 4 and USER_REGION not in ds.thing_classes
+    assert set(ds.thing_classes) <= set(USER_CLASSES) and not ds.stuff_classes
+    assert sum(len(rec.boxes) for rec in ds.records) == len(kept) > 0
+    stem_of = {im["id"]: Path(im["file_name"]).stem for im in doc["images"]}
+    for rec in ds.records:
+        want = [a for a in kept if stem_of[a["image_id"]] == Path(rec.path).stem]
+        x, y, w, h = np.array([a["bbox"] for a in want], np.float32).reshape(-1, 4).T
+        np.testing.assert_array_equal(rec.boxes, np.stack([x, y, x + w, y + h], axis=1))
+        assert [ds.thing_classes[c] for c in rec.categories] == [things[a["category_id"]] for a in want]
+        assert not rec.crowd
