@@ -1,22 +1,23 @@
-"""Write a COCO instance set's boxes as a Pascal VOC box set, the way LabelImg writes one (maintainer tooling, not
+"""Write a labelled set's boxes as a Pascal VOC box set, the way LabelImg writes one (maintainer tooling, not
 installed): ``JPEGImages/`` (links to the photos), ``Annotations/STEM.xml`` with integer, 1-based, inclusive
-coordinates, and ``ImageSets/Main/SPLIT.txt`` per COCO file. Masks, regions (``isthing: 0``) and crowds are
-dropped, so the set teaches boxes alone: the third box set of docs/recipe_runs.md ("A third box set"), made from
-Penn-Fudan's pedestrians.
+coordinates, and ``ImageSets/Main/SPLIT.txt`` per split. The set is read by the project's own reader (any format
+``train`` reads); masks, regions and crowds are dropped, so the VOC set teaches boxes alone: the third box set of
+docs/recipe_runs.md ("A third box set"), made from Penn-Fudan's pedestrians (a COCO export).
 
-Usage: ``.venv/bin/python scripts/voc_boxes.py ../shared/data/penn-fudan OUT [--splits train val]``; reads
-``SRC/annotations/instances_SPLIT.json`` and ``SRC/images/``, and prints images and boxes per split.
+Usage: ``.venv/bin/python scripts/voc_boxes.py ../shared/data/penn-fudan OUT [--splits train val]``; prints images
+and boxes per split.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+from ocrnet_edge.model.data import load_dataset
+from ocrnet_edge.model.formats import available_splits
 
 
 def voc_xml(file_name: str, path: Path, width: int, height: int, objects: list[tuple[str, tuple[int, ...]]]) -> str:
@@ -32,31 +33,36 @@ def voc_xml(file_name: str, path: Path, width: int, height: int, objects: list[t
             f"\t<segmented>0</segmented>\n{objs}</annotation>\n")
 
 
-def coco_box_to_voc(box: list[float], width: int, height: int) -> tuple[int, int, int, int]:
-    """COCO's ``[x, y, w, h]`` (pixel edges) as VOC's 1-based inclusive pixel indices, rounded and inside the image."""
-    x, y, w, h = box
-    return (max(1, round(x) + 1), max(1, round(y) + 1), min(width, round(x + w)), min(height, round(y + h)))
+def voc_box(box, width: int, height: int) -> tuple[int, int, int, int]:
+    """A box in pixel edges (``x0, y0, x1, y1``, as the readers give it) as VOC's 1-based inclusive pixel indices,
+    rounded and inside the image (the reader's inverse: ``[xmin - 1, ymin - 1, xmax, ymax]``). A box under a pixel
+    wide or high is widened to the 2 indices the VOC reader takes (it refuses ``xmax <= xmin``, LabelImg's click
+    without a drag)."""
+    def side(lo: float, hi: float, size: int) -> tuple[int, int]:
+        a, b = max(1, round(lo) + 1), min(size, round(hi))
+        if b <= a:
+            a, b = (a, a + 1) if a < size else (size - 1, size)
+        return a, b
+
+    (xmin, xmax), (ymin, ymax) = side(box[0], box[2], width), side(box[1], box[3], height)
+    return xmin, ymin, xmax, ymax
 
 
 def write_split(src: Path, out: Path, split: str) -> tuple[int, int]:
-    """The split's XML files and list; ``(images, boxes)`` written."""
-    doc = json.loads((src / "annotations" / f"instances_{split}.json").read_text())
-    names = {c["id"]: c["name"] for c in doc["categories"] if c.get("isthing", 1)}
-    boxes = defaultdict(list)
-    for a in doc["annotations"]:
-        if a["category_id"] in names and not a.get("iscrowd", 0):  # VOC has neither regions nor crowds
-            boxes[a["image_id"]].append((names[a["category_id"]], a["bbox"]))
-    stems, count = [], 0
-    for im in doc["images"]:
-        name, w, h = Path(im["file_name"]).name, im["width"], im["height"]
-        if Path(name).stem in stems:
-            raise SystemExit(f"error: two images of {split} are named {Path(name).stem}; VOC keeps one folder of them")
+    """The split's XML files and list, from the project's own reader (so every format ``train`` reads, with its
+    thing classes alone: regions and crowds are not boxes); ``(images, boxes)`` written."""
+    ds = load_dataset(src, split=split)
+    stems, count = set(), 0
+    for rec in ds.records:
+        name = rec.path.name
+        if rec.path.stem in stems:
+            raise SystemExit(f"error: two images of {split} are named {rec.path.stem}; VOC keeps one folder of them")
         link = out / "JPEGImages" / name
         if not link.exists():
-            link.symlink_to((src / "images" / im["file_name"]).resolve())
-        objects = [(n, coco_box_to_voc(b, w, h)) for n, b in boxes[im["id"]]]
-        _write_text(out / "Annotations" / f"{Path(name).stem}.xml", voc_xml(name, link, w, h, objects))
-        stems.append(Path(name).stem)
+            link.symlink_to(rec.path.resolve())
+        objects = [(ds.thing_classes[c], voc_box(b, rec.width, rec.height)) for b, c in zip(rec.boxes, rec.categories)]
+        _write_text(out / "Annotations" / f"{rec.path.stem}.xml", voc_xml(name, link, rec.width, rec.height, objects))
+        stems.add(rec.path.stem)
         count += len(objects)
     _write_text(out / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{s}\n" for s in sorted(stems)))
     return len(stems), count
@@ -70,13 +76,13 @@ def _write_text(path: Path, text: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("src", type=Path, help="COCO export: images/ and annotations/instances_SPLIT.json")
+    ap.add_argument("src", type=Path, help="a labelled set in any format train reads")
     ap.add_argument("out", type=Path)
-    ap.add_argument("--splits", nargs="+", default=["train", "val"])
+    ap.add_argument("--splits", nargs="+", help="default: every split the set has")
     args = ap.parse_args()
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
-    for split in args.splits:
+    for split in args.splits or available_splits(args.src):
         images, count = write_split(args.src, args.out, split)
         print(f"{split}: {images} images, {count} boxes")
 

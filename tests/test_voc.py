@@ -298,3 +298,16 @@ def test_the_box_set_script_writes_what_the_reader_reads_back(tmp_path):
         np.testing.assert_array_equal(rec.boxes, np.stack([x, y, x + w, y + h], axis=1))
         assert [ds.thing_classes[c] for c in rec.categories] == [things[a["category_id"]] for a in want]
         assert not rec.crowd
+
+
+def test_the_box_set_script_keeps_a_box_under_a_pixel_as_one_the_reader_takes():
+    import importlib.util
+
+    from .conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("voc_boxes", REPO / "scripts" / "voc_boxes.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.voc_box([3.0, 4.0, 13.0, 9.0], 20, 10) == (4, 5, 13, 9), "pixel edges to 1-based inclusive"
+    assert script.voc_box([10.2, -2.0, 10.6, 12.0], 20, 10) == (11, 1, 12, 10), "widened to 2 indices; clipped"
+    assert script.voc_box([19.6, 0.0, 20.0, 10.0], 20, 10) == (19, 1, 20, 10), "widened inward at the border"
