@@ -35,9 +35,9 @@ def voc_xml(file_name: str, path: Path, width: int, height: int, objects: list[t
 
 def voc_box(box, width: int, height: int) -> tuple[int, int, int, int]:
     """A box in pixel edges (``x0, y0, x1, y1``, as the readers give it) as VOC's 1-based inclusive pixel indices,
-    rounded and inside the image (the reader's inverse: ``[xmin - 1, ymin - 1, xmax, ymax]``). A box under a pixel
-    wide or high is widened to the 2 indices the VOC reader takes (it refuses ``xmax <= xmin``, LabelImg's click
-    without a drag)."""
+    rounded and inside the image (the reader's inverse: ``[xmin - 1, ymin - 1, xmax, ymax]``). A side that rounds to
+    one index or none (a box about a pixel wide or less) is widened to the 2 indices the VOC reader takes (it refuses
+    ``xmax <= xmin``, LabelImg's click without a drag)."""
     def side(lo: float, hi: float, size: int) -> tuple[int, int]:
         a, b = max(1, round(lo) + 1), min(size, round(hi))
         if b <= a:
