@@ -82,6 +82,21 @@ def assign(boxes: np.ndarray, size: InputSize, strides: tuple[int, ...]) -> np.n
     return _owners(ok, boxes, centres, st)
 
 
+def level_shares(records, size: InputSize, strides: tuple[int, ...]) -> np.ndarray:
+    """(L,) share of the objects of ``records`` that each level of the pyramid learns, finest first, by the level
+    ranges of :func:`assign`: half an object's largest side once its image is letterboxed to ``size`` (the
+    largest distance from its centre to an edge) against :data:`LEVEL_LIMITS` strides. Augmentation zooms around
+    that scale. ``records`` need ``boxes`` (pixels), ``width`` and ``height``; all zeros when none has a box."""
+    in_w, in_h = input_wh(size)
+    st = np.sort(np.asarray(strides, np.float64))
+    counts = np.zeros(len(st), np.int64)
+    for r in records:
+        if len(r.boxes):
+            half = np.max(r.boxes[:, 2:] - r.boxes[:, :2], axis=1) * min(in_w / r.width, in_h / r.height) / 2
+            counts += np.bincount(np.searchsorted(LEVEL_LIMITS * st[:-1], half, side="right"), minlength=len(st))
+    return counts / max(int(counts.sum()), 1)
+
+
 def candidates(boxes: np.ndarray, size: InputSize, strides: tuple[int, ...],
                radius: float = TAL_CENTER_RADIUS) -> np.ndarray:
     """Index of the object each location is a task-aligned candidate of, or -1.

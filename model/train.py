@@ -53,7 +53,7 @@ from .data import Dataset, Record, Rendered, holdout_split, known_truncated, loa
 from .io import cache_keras_skipsets, save_model
 from .network import AUX_COARSE, build_ocrnet
 from .pretrained import backbone_variables
-from .targets import image_targets
+from .targets import image_targets, level_shares
 
 TERMS = ("cls", "box", "sem", "aux", "mask")
 
@@ -692,20 +692,34 @@ def photo_defaults(cfg: TrainConfig) -> tuple[TrainConfig, str]:
 
 
 BOX_SET_DET_HEAD = "decoupled"
-"""The detection head of a run on photographs that teach boxes alone, when nobody chose one (README, "Model sizes
-and the training recipe": on kangaroo it raised box AP by every measure over three seeds)."""
+"""The detection head of a run on photographs that teach boxes alone, when nobody chose one, where the set's
+boxes go more to the coarsest level than to the finest (:func:`box_set_head`; README, "Model sizes and the
+training recipe": on kangaroo it raised box AP by every measure over three seeds)."""
 
 
-def box_set_head(model: ModelConfig, resumed: str | None = None) -> tuple[ModelConfig, str]:
-    """The model with :data:`BOX_SET_DET_HEAD` where it learns boxes alone, and the line that says so ("" where
-    it keeps its head: a model with masks or label maps, whose default head is the shared one, or a run being
-    resumed, which keeps the head it started with, ``resumed``: one begun before this default has the shared)."""
+def box_set_head(model: ModelConfig, shares=None, resumed: str | None = None) -> tuple[ModelConfig, str]:
+    """The detection head of a model that learns boxes alone, chosen by where the training set's boxes go, and
+    the line that says so ("" where it keeps its head: a model with masks or label maps, whose default head is the
+    shared one, or a run being resumed, which keeps the head it started with, ``resumed``).
+
+    ``shares`` are the levels' shares of the boxes, finest first (:func:`~model.targets.level_shares`). The
+    :data:`BOX_SET_DET_HEAD`'s bottom-up path brings stride-8 detail to the coarse levels that take large objects;
+    a set whose boxes go more to the coarsest level than to the finest gets it. Others keep the shared head, which
+    costs less and was no worse where the boxes were small (BCCD's blood cells, four seeds)."""
     if resumed is not None:
         return dataclasses.replace(model, det_head=resumed), ""
-    if tuple(model.tasks) != ("detect",) or model.det_head == BOX_SET_DET_HEAD:
+    if tuple(model.tasks) != ("detect",):
         return model, ""
-    return dataclasses.replace(model, det_head=BOX_SET_DET_HEAD), (
-        f"detection head: {BOX_SET_DET_HEAD}, the default for a set with boxes alone (--det-head chooses)")
+    fine, coarse = (float(shares[0]), float(shares[-1])) if shares is not None and len(shares) else (0.0, 0.0)
+    strides = sorted(model.strides)
+    where = f"{coarse:.0%} of its boxes at stride {strides[-1]}, {fine:.0%} at stride {strides[0]}"
+    if coarse > fine:
+        return dataclasses.replace(model, det_head=BOX_SET_DET_HEAD), (
+            f"detection head: {BOX_SET_DET_HEAD}, the default for a set with boxes alone whose objects are mostly "
+            f"large ({where}; --det-head chooses)")
+    return dataclasses.replace(model, det_head="shared"), (
+        f"detection head: shared, the default for a set with boxes alone whose objects are mostly small ({where}; "
+        "--det-head chooses)")
 
 
 def balanced_classes(loss: LossConfig, train_set, model: ModelConfig,
@@ -779,8 +793,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         defaults: Nobody chose the model: on photographs (not generated scenes) take :func:`photo_defaults`.
         auto_size: Nobody chose the input size: on photographs of one aspect, shape the input after them at
             about the cost of the configured square (:func:`aspect_input_size`).
-        auto_head: Nobody chose the detection head: photographs that teach boxes alone get
-            :data:`BOX_SET_DET_HEAD` (:func:`box_set_head`).
+        auto_head: Nobody chose the detection head: photographs that teach boxes alone get the head their boxes'
+            sizes call for (:func:`box_set_head`).
         workers: Threads that prepare batches ahead of the training step (0 or 1: the step prepares its own);
             default :func:`loader_workers`. Batches are the same whatever the number (each image's randomness
             is seeded by run, pass and image).
@@ -813,7 +827,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
     model_cfg = dataclasses.replace(cfg.model, class_names=train_set.thing_classes,
                                     stuff_names=train_set.stuff_classes, tasks=tasks_supported(train_set))
     if auto_head and not train_set.generated:
-        model_cfg, head_line = box_set_head(model_cfg, resumed=saved.model.det_head if saved else None)
+        shares = level_shares(train_set.records, model_cfg.input_size, tuple(model_cfg.strides))
+        model_cfg, head_line = box_set_head(model_cfg, shares, resumed=saved.model.det_head if saved else None)
         if head_line:
             print(head_line)
     loss_cfg, balance_line = balanced_classes(cfg.loss, train_set, model_cfg, resumed=saved.loss if saved else None)

@@ -394,13 +394,64 @@ def test_train_takes_the_photo_defaults_only_when_no_model_is_chosen(monkeypatch
     assert seen["defaults"] is defaults and seen["auto_size"] is auto_size and seen["auto_head"] is auto_head
 
 
-def test_a_set_of_boxes_alone_gets_the_decoupled_head_and_says_so():
+def test_a_set_of_boxes_alone_gets_the_head_its_box_sizes_call_for_and_says_so():
     from ocrnet_edge.model.train import BOX_SET_DET_HEAD, box_set_head
 
     boxes = ModelConfig(tasks=("detect",))
-    model, line = box_set_head(boxes)
-    assert model.det_head == BOX_SET_DET_HEAD == "decoupled" and "--det-head" in line
+    large = np.array([0.08, 0.27, 0.65])  # kangaroo's shares at 320, finest level first
+    small = np.array([0.40, 0.57, 0.03])  # BCCD's blood cells at 384x288
+    model, line = box_set_head(boxes, large)
+    assert model.det_head == BOX_SET_DET_HEAD == "decoupled"
+    assert "mostly large" in line and "65% of its boxes at stride 32" in line and "--det-head" in line
+    cheap, line = box_set_head(boxes, small)
+    assert cheap.det_head == "shared" and "mostly small" in line and "40% at stride 8" in line
+    assert box_set_head(boxes, np.array([0.3, 0.4, 0.3]))[0].det_head == "shared", "a tie takes the cheaper head"
+    assert box_set_head(boxes, np.zeros(3))[0].det_head == "shared", "a set without boxes takes the cheaper head"
     for tasks in (("detect", "semantic", "instance"), ("semantic",), ("detect", "semantic")):
-        assert box_set_head(ModelConfig(tasks=tasks)) == (ModelConfig(tasks=tasks), ""), "masks keep the shared head"
-    assert box_set_head(model) == (model, "")
-    assert box_set_head(boxes, resumed="shared") == (boxes, ""), "a run begun with the shared head resumes with it"
+        assert box_set_head(ModelConfig(tasks=tasks), large) == (ModelConfig(tasks=tasks), ""), "masks keep the shared head"
+    assert box_set_head(boxes, small, resumed="decoupled")[0].det_head == "decoupled", "a resumed run keeps its head"
+    assert box_set_head(boxes, large, resumed="shared") == (boxes, ""), "a run begun with the shared head resumes with it"
+
+
+@pytest.mark.slow
+def test_train_gives_a_set_of_small_boxes_the_shared_head_and_says_why(tmp_path, capsys):
+    """The wiring: ``train`` measures the training split's boxes at the model's input and records the head."""
+    from ocrnet_edge.model.config import TrainConfig
+    from ocrnet_edge.model.train import train
+
+    from .conftest import TINY
+    from .test_voc import write_devkit
+
+    cfg = TrainConfig(steps=1, val_every=1, batch_size=2, val_images=0, augment="off",
+                      model=dataclasses.replace(TINY, det_head="decoupled"))
+    train(write_devkit(tmp_path / "voc"), tmp_path / "run", cfg, verbose=0, auto_head=True)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["det_head"] == "shared"
+    out = capsys.readouterr().out
+    assert "detection head: shared, the default for a set with boxes alone whose objects are mostly small" in out
+    # the devkit's train split letterboxed from 64x48 to 128: the dog and the small cat at stride 8, the large cat at
+    # stride 16 (half its largest side, 36 px at the input), the difficult dog not counted
+    assert "(0% of its boxes at stride 32, 67% at stride 8; --det-head chooses)" in out
+
+
+def test_level_shares_follow_the_assigners_level_ranges_at_the_letterboxed_input():
+    from types import SimpleNamespace
+
+    from ocrnet_edge.model.targets import assign, level_shares
+    from ocrnet_edge.runtime.decode.detect import anchor_points
+
+    # a 640x480 photo letterboxed to 320x240 halves every side; half of each largest side at the input:
+    # 10 (stride 8), 31.5 (8), 32 (16), 63 (16), 64 (32), 150 (32)
+    sides = [40, 126, 128, 252, 256, 600]
+    rec = SimpleNamespace(width=640, height=480,
+                          boxes=np.array([[0, 0, s, min(s, 480) // 2] for s in sides], np.float32))
+    shares = level_shares([rec, SimpleNamespace(width=10, height=10, boxes=np.zeros((0, 4)))], (320, 240), (8, 16, 32))
+    np.testing.assert_allclose(shares, [2 / 6, 2 / 6, 2 / 6])
+    # the assigner teaches an object well inside a level's range on the level level_shares names, and there alone
+    # (near a range's edge its off-centre locations reach the next level too)
+    for side, level in ((24, 8), (70, 16), (140, 32)):
+        box = np.array([[160 - side / 2, 120 - side / 2, 160 + side / 2, 120 + side / 2]], np.float32)
+        _, st = anchor_points((320, 240))
+        taken = set(st[assign(box, (320, 240), (8, 16, 32)) == 0].tolist())
+        share = level_shares([SimpleNamespace(width=320, height=240, boxes=box)], (320, 240), (8, 16, 32))
+        assert taken == {level} and share[[8, 16, 32].index(level)] == 1.0, (side, taken, share)
+    assert not level_shares([], 320, (8, 16, 32)).any()
