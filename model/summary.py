@@ -1,7 +1,8 @@
 """``ocrnet-edge dataset``: what a dataset holds and what is wrong with it, before any training.
 
 The summary names the format, the splits, the classes with their instance counts, the object size
-distribution (COCO's small / medium / large at the model's input: by default the one ``train`` takes),
+distribution (COCO's small / medium / large at the model's input: by default the one ``train`` takes), the share
+of boxes each detection level learns there (and, for a set with boxes alone, the head ``train`` gives it),
 images without labels, what each task is taught by, and every problem found, each naming its file (and line).
 ``--preview OUT`` draws the labels over a sample of images, as training will see them.
 """
@@ -21,6 +22,7 @@ from ocrnet_edge.runtime.io.draw import colour, drawable
 from .config import ModelConfig, aspect_input_size
 from .data import IGNORE, Dataset, Placement, render, truncated_jpeg, truncated_text
 from .formats import available_splits, read_any
+from .targets import box_set_det_head, level_shares
 
 SIZE_BINS = ((0, 32), (32, 96), (96, 1 << 30))
 SIZE_NAMES = ("small (< 32 px)", "medium (32-96 px)", "large (> 96 px)")
@@ -89,6 +91,8 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
     truncated = [str(r.path) for r in ds.records if truncated_jpeg(r.path)]
     size, why = training_input(ds)
     shape = {"size": size_json(size), "why": why}
+    strides = ModelConfig().strides
+    levels = level_shares(ds.records, input_size, strides) if any(len(r.boxes) for r in ds.records) else None
     return {
         "images": len(ds),
         "instances": {n: inst.get(n, 0) for n in ds.thing_classes},
@@ -97,6 +101,7 @@ def describe(ds: Dataset, input_size: InputSize = 320) -> dict:
         else None,
         "region_pixels": pixels,
         "object_sizes_at_input": {n: sizes.get(n, 0) for n in SIZE_NAMES},
+        "boxes_per_level": None if levels is None else {str(s): round(float(v), 4) for s, v in zip(sorted(strides), levels)},
         "input_size": size_json(input_size),
         "training_input": shape,
         "truncated_jpegs": truncated,
@@ -159,7 +164,18 @@ def format_summary(doc: dict) -> str:
                 lines.append(f"    {n:<{width}}  {c}")
             sizes = ", ".join(f"{n}: {c}" for n, c in d["object_sizes_at_input"].items())
             lines.append(f"  object sizes at a {size_text(d['input_size'])} px input: {sizes}")
-        if d.get("training_input") and split == next(iter(doc["splits"])):  # the training split comes first
+        first = split == next(iter(doc["splits"]))  # the training split comes first
+        if d.get("boxes_per_level"):
+            levels = d["boxes_per_level"]
+            line = ("  boxes per detection level at that input: "
+                    + ", ".join(f"stride {s} {v:.0%}" for s, v in levels.items()))
+            sup = d["supervision"]
+            if first and sup["boxes"] and not sup["masks"] and not sup["semantic"]:
+                head = box_set_det_head(list(levels.values()))
+                line += (f"; boxes alone, so train gives the {head} detection head (decoupled where the coarsest "
+                         "level takes more than the finest; --det-head chooses)")
+            lines.append(line)
+        if d.get("training_input") and first:
             t = d["training_input"]
             lines.append(f"  input train takes without --size: {size_text(t['size'])} ({t['why']})")
         if d.get("region_classes_in_images"):

@@ -97,6 +97,14 @@ def level_shares(records, size: InputSize, strides: tuple[int, ...]) -> np.ndarr
     return counts / max(int(counts.sum()), 1)
 
 
+def box_set_det_head(shares) -> str:
+    """The detection head of a model that learns boxes alone, from its training boxes' :func:`level_shares`
+    (finest level first): ``decoupled``, whose bottom-up path brings stride-8 detail to the coarse levels that take
+    large objects, where more boxes go to the coarsest level than to the finest; else ``shared``, which costs less
+    and was no worse where the boxes were small (README, ``--det-head``)."""
+    return "decoupled" if len(shares) and float(shares[-1]) > float(shares[0]) else "shared"
+
+
 def candidates(boxes: np.ndarray, size: InputSize, strides: tuple[int, ...],
                radius: float = TAL_CENTER_RADIUS) -> np.ndarray:
     """Index of the object each location is a task-aligned candidate of, or -1.

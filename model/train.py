@@ -53,7 +53,7 @@ from .data import Dataset, Record, Rendered, holdout_split, known_truncated, loa
 from .io import cache_keras_skipsets, save_model
 from .network import AUX_COARSE, build_ocrnet
 from .pretrained import backbone_variables
-from .targets import image_targets, level_shares
+from .targets import box_set_det_head, image_targets, level_shares
 
 TERMS = ("cls", "box", "sem", "aux", "mask")
 
@@ -691,35 +691,23 @@ def photo_defaults(cfg: TrainConfig) -> tuple[TrainConfig, str]:
                  "(bundled; --backbone, --pretrained or --size-preset choose otherwise)")
 
 
-BOX_SET_DET_HEAD = "decoupled"
-"""The detection head of a run on photographs that teach boxes alone, when nobody chose one, where the set's
-boxes go more to the coarsest level than to the finest (:func:`box_set_head`; README, "Model sizes and the
-training recipe": on kangaroo it raised box AP by every measure over three seeds)."""
-
-
-def box_set_head(model: ModelConfig, shares=None, resumed: str | None = None) -> tuple[ModelConfig, str]:
-    """The detection head of a model that learns boxes alone, chosen by where the training set's boxes go, and
-    the line that says so ("" where it keeps its head: a model with masks or label maps, whose default head is the
-    shared one, or a run being resumed, which keeps the head it started with, ``resumed``).
-
-    ``shares`` are the levels' shares of the boxes, finest first (:func:`~model.targets.level_shares`). The
-    :data:`BOX_SET_DET_HEAD`'s bottom-up path brings stride-8 detail to the coarse levels that take large objects;
-    a set whose boxes go more to the coarsest level than to the finest gets it. Others keep the shared head, which
-    costs less and was no worse where the boxes were small (BCCD's blood cells, four seeds)."""
+def box_set_head(model: ModelConfig, shares, resumed: str | None = None) -> tuple[ModelConfig, str]:
+    """The detection head of a model that learns boxes alone, chosen by where the training set's boxes go
+    (:func:`~model.targets.box_set_det_head` of ``shares``, the levels' shares of the boxes, finest first:
+    :func:`~model.targets.level_shares`), and the line that says so ("" where it keeps its head: a model with masks
+    or label maps, whose default head is the shared one, or a run being resumed, which keeps the head it started
+    with, ``resumed``)."""
     if resumed is not None:
         return dataclasses.replace(model, det_head=resumed), ""
     if tuple(model.tasks) != ("detect",):
         return model, ""
-    fine, coarse = (float(shares[0]), float(shares[-1])) if shares is not None and len(shares) else (0.0, 0.0)
+    head = box_set_det_head(shares)
     strides = sorted(model.strides)
-    where = f"{coarse:.0%} of its boxes at stride {strides[-1]}, {fine:.0%} at stride {strides[0]}"
-    if coarse > fine:
-        return dataclasses.replace(model, det_head=BOX_SET_DET_HEAD), (
-            f"detection head: {BOX_SET_DET_HEAD}, the default for a set with boxes alone whose objects are mostly "
-            f"large ({where}; --det-head chooses)")
-    return dataclasses.replace(model, det_head="shared"), (
-        f"detection head: shared, the default for a set with boxes alone whose objects are mostly small ({where}; "
-        "--det-head chooses)")
+    where = (f"{float(shares[-1]) if len(shares) else 0.0:.0%} of its boxes at stride {strides[-1]}, "
+             f"{float(shares[0]) if len(shares) else 0.0:.0%} at stride {strides[0]}")
+    return dataclasses.replace(model, det_head=head), (
+        f"detection head: {head}, the default for a set with boxes alone whose objects are mostly "
+        f"{'large' if head == 'decoupled' else 'small'} ({where}; --det-head chooses)")
 
 
 def balanced_classes(loss: LossConfig, train_set, model: ModelConfig,

@@ -395,13 +395,13 @@ def test_train_takes_the_photo_defaults_only_when_no_model_is_chosen(monkeypatch
 
 
 def test_a_set_of_boxes_alone_gets_the_head_its_box_sizes_call_for_and_says_so():
-    from ocrnet_edge.model.train import BOX_SET_DET_HEAD, box_set_head
+    from ocrnet_edge.model.train import box_set_head
 
     boxes = ModelConfig(tasks=("detect",))
     large = np.array([0.08, 0.27, 0.65])  # kangaroo's shares at 320, finest level first
     small = np.array([0.40, 0.57, 0.03])  # BCCD's blood cells at 384x288
     model, line = box_set_head(boxes, large)
-    assert model.det_head == BOX_SET_DET_HEAD == "decoupled"
+    assert model.det_head == "decoupled"
     assert "mostly large" in line and "65% of its boxes at stride 32" in line and "--det-head" in line
     cheap, line = box_set_head(boxes, small)
     assert cheap.det_head == "shared" and "mostly small" in line and "40% at stride 8" in line
