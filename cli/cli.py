@@ -601,7 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "model's; s and m: wider; the quarter/three-quarter split stays)")
     t.add_argument("--det-head", choices=["shared", "decoupled"],
                    help="detection head: shared (one tower for scores, boxes and mask coefficients) or decoupled "
-                   "(boxes from a tower of their own, after a bottom-up path through the detection pyramid)")
+                   "(boxes from a tower of their own, after a bottom-up path through the detection pyramid); default: "
+                   "shared, and for a set of boxes alone decoupled where more of its boxes go to stride 32 than to "
+                   "stride 8")
     t.add_argument("--steps", type=int, help="optimisation steps of the run (default: at least 1000, 2000 when the data "
                    "teaches boxes alone, and at least 20 passes over the data, so a small set trains for many passes)")
     t.add_argument("--epochs", type=int, help="passes over the data instead of --steps (validating after each)")
