@@ -102,7 +102,7 @@ def box_set_det_head(shares) -> str:
     (finest level first): ``decoupled``, whose bottom-up path brings stride-8 detail to the coarse levels that take
     large objects, where more boxes go to the coarsest level than to the finest; else ``shared``, which costs less
     and was no worse where the boxes were small (README, ``--det-head``)."""
-    return "decoupled" if len(shares) and float(shares[-1]) > float(shares[0]) else "shared"
+    return "decoupled" if float(shares[-1]) > float(shares[0]) else "shared"
 
 
 def candidates(boxes: np.ndarray, size: InputSize, strides: tuple[int, ...],

@@ -703,8 +703,7 @@ def box_set_head(model: ModelConfig, shares, resumed: str | None = None) -> tupl
         return model, ""
     head = box_set_det_head(shares)
     strides = sorted(model.strides)
-    where = (f"{float(shares[-1]) if len(shares) else 0.0:.0%} of its boxes at stride {strides[-1]}, "
-             f"{float(shares[0]) if len(shares) else 0.0:.0%} at stride {strides[0]}")
+    where = f"{float(shares[-1]):.0%} of its boxes at stride {strides[-1]}, {float(shares[0]):.0%} at stride {strides[0]}"
     return dataclasses.replace(model, det_head=head), (
         f"detection head: {head}, the default for a set with boxes alone whose objects are mostly "
         f"{'large' if head == 'decoupled' else 'small'} ({where}; --det-head chooses)")
