@@ -8,7 +8,7 @@ For a model with instance masks, whose detections carry ``class_score`` (the cla
 (it times the mask's confidence), the same detections are also scored ranked by ``class_score`` alone
 (``by_class_score``), which is what the runtime reported before it multiplied in the masks' confidence.
 
-Usage: ``.venv/bin/python scripts/score_run.py MODEL.tflite --data DIR [--split val] [--work DIR] [--score F]``;
+Usage: ``.venv/bin/python scripts/score_run.py MODEL.tflite --data DIR [--split val] [--work DIR] [--score F] [--iou F]``;
 prints one JSON line and writes ``WORK/score.json``.
 """
 
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--split", default="val")
     ap.add_argument("--work", type=Path, help="folder for the run's outputs (default: a temporary one)")
     ap.add_argument("--score", type=float, help="run --score (default: the card's)")
+    ap.add_argument("--iou", type=float, help="run --iou, the NMS IoU (default: the card's)")
     args = ap.parse_args()
 
     from pycocotools.coco import COCO
@@ -61,6 +62,7 @@ def main() -> None:
     cmd = [str(REPO / ".venv/bin/ocrnet-edge"), "run", str(args.model), "--source", str(images),
            "--json-out", str(work / "run.jsonl"), "--save-semantic", str(work / "semantic")]
     cmd += ["--score", str(args.score)] if args.score is not None else []
+    cmd += ["--iou", str(args.iou)] if args.iou is not None else []
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
     boxes, masks = [], []
