@@ -172,7 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     defaults = all(v is None for v in chosen)
     path = train(args.data, args.out, cfg, val_data=args.val, resume=not args.no_resume, verbose=2 if args.quiet else 1,
                  defaults=defaults, auto_size=args.size is None and args.config is None,
-                 auto_head=defaults and args.det_head is None, workers=args.workers)
+                 auto_head=defaults and args.det_head is None,
+                 auto_assigner=defaults and args.det_head is None and args.assigner is None, workers=args.workers)
     print(f"model: {path}")
     return 0
 
@@ -635,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", type=Path, help="start from the weights of this model.keras (layers of the same shape; "
                    "class-dependent layers start fresh)")
     t.add_argument("--assigner", choices=["fcos", "tal"], help="which locations learn each object: fcos (static, "
-                   "the default) or tal (task-aligned: the best-predicting ones, TOOD/YOLOv8 style)")
+                   "the default) or tal (task-aligned: the best-predicting ones, TOOD/YOLOv8 style; the default for a set "
+                   "of boxes alone that gets the shared detection head)")
     t.add_argument("--mask-dice", type=float, metavar="W", help="weight of a dice loss added to the instance masks' "
                    "BCE (0: BCE alone)")
     t.add_argument("--class-weights", choices=["none", "enet"], help="weights of the semantic classes in the pixel "

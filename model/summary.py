@@ -22,7 +22,7 @@ from ocrnet_edge.runtime.io.draw import colour, drawable
 from .config import ModelConfig, aspect_input_size
 from .data import IGNORE, Dataset, Placement, render, truncated_jpeg, truncated_text
 from .formats import available_splits, read_any
-from .targets import box_set_det_head, level_shares
+from .targets import box_set_assigner, box_set_det_head, level_shares
 
 SIZE_BINS = ((0, 32), (32, 96), (96, 1 << 30))
 SIZE_NAMES = ("small (< 32 px)", "medium (32-96 px)", "large (> 96 px)")
@@ -172,8 +172,9 @@ def format_summary(doc: dict) -> str:
             sup = d["supervision"]
             if first and sup["boxes"] and not sup["masks"] and not sup["semantic"]:
                 head = box_set_det_head(list(levels.values()))
-                line += (f"; boxes alone, so train gives the {head} detection head (decoupled where the coarsest "
-                         "level takes more than the finest; --det-head chooses)")
+                assign = " with task-aligned label assignment" if box_set_assigner(head) == "tal" else ""
+                line += (f"; boxes alone, so train gives the {head} detection head{assign} (decoupled where the "
+                         "coarsest level takes more than the finest; --det-head chooses)")
             lines.append(line)
         if d.get("training_input") and first:
             t = d["training_input"]

@@ -105,6 +105,14 @@ def box_set_det_head(shares) -> str:
     return "decoupled" if float(shares[-1]) > float(shares[0]) else "shared"
 
 
+def box_set_assigner(head: str) -> str:
+    """The label assignment of a model that learns boxes alone, with the head :func:`box_set_det_head` gave it:
+    task-aligned (``tal``) with the ``shared`` head of a set of mostly small objects, so each of many small, touching
+    objects keeps the locations that predict it best (the static assigner gives a location inside two boxes to the
+    smaller one); static (``fcos``) with the ``decoupled`` head of a set of large objects (README, ``--assigner``)."""
+    return "tal" if head == "shared" else "fcos"
+
+
 def candidates(boxes: np.ndarray, size: InputSize, strides: tuple[int, ...],
                radius: float = TAL_CENTER_RADIUS) -> np.ndarray:
     """Index of the object each location is a task-aligned candidate of, or -1.

@@ -53,7 +53,7 @@ from .data import Dataset, Record, Rendered, holdout_split, known_truncated, loa
 from .io import cache_keras_skipsets, save_model
 from .network import AUX_COARSE, build_ocrnet
 from .pretrained import backbone_variables
-from .targets import box_set_det_head, image_targets, level_shares
+from .targets import box_set_assigner, box_set_det_head, image_targets, level_shares
 
 TERMS = ("cls", "box", "sem", "aux", "mask")
 
@@ -709,6 +709,21 @@ def box_set_head(model: ModelConfig, shares, resumed: str | None = None) -> tupl
         f"{'large' if head == 'decoupled' else 'small'} ({where}; --det-head chooses)")
 
 
+def box_set_assignment(loss: LossConfig, model: ModelConfig, resumed: str | None = None) -> tuple[LossConfig, str]:
+    """The label assignment of a model that learns boxes alone, after the head :func:`box_set_head` gave it
+    (:func:`~model.targets.box_set_assigner`), and the line that says so where it is the task-aligned one ("" where
+    the loss keeps its assigner: a model with masks or label maps, or a run being resumed, which keeps the one it
+    started with, ``resumed``)."""
+    if resumed is not None:
+        return dataclasses.replace(loss, assigner=resumed), ""
+    if tuple(model.tasks) != ("detect",):
+        return loss, ""
+    assigner = box_set_assigner(model.det_head)
+    line = ("label assignment: task-aligned, the default with the shared head on a set with boxes alone (each of many "
+            "small, touching objects keeps the locations that predict it best; --assigner chooses)")
+    return dataclasses.replace(loss, assigner=assigner), line if assigner == "tal" else ""
+
+
 def balanced_classes(loss: LossConfig, train_set, model: ModelConfig,
                      resumed: LossConfig | None = None) -> tuple[LossConfig, str]:
     """The loss with its semantic class weights made from the training set where ``loss.class_balance`` asks for
@@ -764,7 +779,7 @@ def keras_accelerator() -> str | None:
 
 def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | str | None = None,
           resume: bool = True, verbose: int = 1, defaults: bool = False, auto_size: bool = False,
-          auto_head: bool = False, workers: int | None = None) -> Path:
+          auto_head: bool = False, auto_assigner: bool = False, workers: int | None = None) -> Path:
     """Train (or resume training) and return the path of the saved inference model.
 
     The classes come from the dataset (``cfg.classes`` selects and orders them) and the heads from
@@ -782,6 +797,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
             about the cost of the configured square (:func:`aspect_input_size`).
         auto_head: Nobody chose the detection head: photographs that teach boxes alone get the head their boxes'
             sizes call for (:func:`box_set_head`).
+        auto_assigner: Nobody chose the label assignment (nor the head): photographs that teach boxes alone get the
+            one that goes with their head (:func:`box_set_assignment`).
         workers: Threads that prepare batches ahead of the training step (0 or 1: the step prepares its own);
             default :func:`loader_workers`. Batches are the same whatever the number (each image's randomness
             is seeded by run, pass and image).
@@ -818,7 +835,12 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         model_cfg, head_line = box_set_head(model_cfg, shares, resumed=saved.model.det_head if saved else None)
         if head_line:
             print(head_line)
-    loss_cfg, balance_line = balanced_classes(cfg.loss, train_set, model_cfg, resumed=saved.loss if saved else None)
+    loss_cfg = cfg.loss
+    if auto_assigner and not train_set.generated:
+        loss_cfg, assign_line = box_set_assignment(loss_cfg, model_cfg, resumed=saved.loss.assigner if saved else None)
+        if assign_line:
+            print(assign_line)
+    loss_cfg, balance_line = balanced_classes(loss_cfg, train_set, model_cfg, resumed=saved.loss if saved else None)
     if balance_line:
         print(balance_line)
     augment = cfg.augment == "on" or (cfg.augment == "auto" and not train_set.generated)

@@ -374,17 +374,18 @@ def test_a_missing_pretrained_file_names_the_bundled_ones():
         load_pretrained(build_ocrnet(cfg), cfg, "nowhere.tflite")
 
 
-@pytest.mark.parametrize(("extra", "defaults", "auto_size", "auto_head"), [
-    ([], True, True, True),
-    (["--backbone", "compact"], False, True, False),
-    (["--size-preset", "n"], False, True, False),
-    (["--pretrained", "none"], False, True, False),
-    (["--steps", "5", "--size", "256"], True, False, True),
-    (["--size", "384x288"], True, False, True),
-    (["--det-head", "shared"], True, True, False),
+@pytest.mark.parametrize(("extra", "defaults", "auto_size", "auto_head", "auto_assigner"), [
+    ([], True, True, True, True),
+    (["--backbone", "compact"], False, True, False, False),
+    (["--size-preset", "n"], False, True, False, False),
+    (["--pretrained", "none"], False, True, False, False),
+    (["--steps", "5", "--size", "256"], True, False, True, True),
+    (["--size", "384x288"], True, False, True, True),
+    (["--det-head", "shared"], True, True, False, False),
+    (["--assigner", "fcos"], True, True, True, False),
 ])
 def test_train_takes_the_photo_defaults_only_when_no_model_is_chosen(monkeypatch, tmp_path, extra, defaults,
-                                                                     auto_size, auto_head):
+                                                                     auto_size, auto_head, auto_assigner):
     import ocrnet_edge.model.train as train_module
     from ocrnet_edge.cli import main
 
@@ -392,6 +393,7 @@ def test_train_takes_the_photo_defaults_only_when_no_model_is_chosen(monkeypatch
     monkeypatch.setattr(train_module, "train", lambda *a, **kw: seen.update(kw) or tmp_path / "model.keras")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *extra]) == 0
     assert seen["defaults"] is defaults and seen["auto_size"] is auto_size and seen["auto_head"] is auto_head
+    assert seen["auto_assigner"] is auto_assigner
 
 
 def test_a_set_of_boxes_alone_gets_the_head_its_box_sizes_call_for_and_says_so():
@@ -413,8 +415,28 @@ def test_a_set_of_boxes_alone_gets_the_head_its_box_sizes_call_for_and_says_so()
     assert box_set_head(boxes, large, resumed="shared") == (boxes, ""), "a run begun with the shared head resumes with it"
 
 
+def test_a_set_of_small_boxes_gets_task_aligned_assignment_with_its_shared_head_and_says_so():
+    from ocrnet_edge.model.config import LossConfig
+    from ocrnet_edge.model.train import box_set_assignment
+
+    loss = LossConfig()
+    assert loss.assigner == "fcos"
+    small, line = box_set_assignment(loss, ModelConfig(tasks=("detect",), det_head="shared"))
+    assert small == dataclasses.replace(loss, assigner="tal"), "only the assigner changes"
+    assert line.startswith("label assignment: task-aligned, the default with the shared head") and "--assigner" in line
+    assert box_set_assignment(loss, ModelConfig(tasks=("detect",), det_head="decoupled")) == (loss, ""), \
+        "large objects keep the static assigner, and nothing is said"
+    tal = dataclasses.replace(loss, assigner="tal")
+    assert box_set_assignment(tal, ModelConfig(tasks=("detect",), det_head="decoupled"))[0].assigner == "fcos"
+    for tasks in (("detect", "semantic", "instance"), ("detect", "semantic")):
+        assert box_set_assignment(loss, ModelConfig(tasks=tasks)) == (loss, ""), "models with masks or maps keep theirs"
+    assert box_set_assignment(loss, ModelConfig(tasks=("detect",)), resumed="fcos") == (loss, ""), \
+        "a run begun with the static assigner resumes with it"
+    assert box_set_assignment(loss, ModelConfig(tasks=("detect",), det_head="decoupled"), resumed="tal")[0] == tal
+
+
 @pytest.mark.slow
-def test_train_gives_a_set_of_small_boxes_the_shared_head_and_says_why(tmp_path, capsys):
+def test_train_gives_a_set_of_small_boxes_the_shared_head_and_task_aligned_assignment_and_says_why(tmp_path, capsys):
     """The wiring: ``train`` measures the training split's boxes at the model's input and records the head."""
     from ocrnet_edge.model.config import TrainConfig
     from ocrnet_edge.model.train import train
@@ -424,10 +446,12 @@ def test_train_gives_a_set_of_small_boxes_the_shared_head_and_says_why(tmp_path,
 
     cfg = TrainConfig(steps=1, val_every=1, batch_size=2, val_images=0, augment="off",
                       model=dataclasses.replace(TINY, det_head="decoupled"))
-    train(write_devkit(tmp_path / "voc"), tmp_path / "run", cfg, verbose=0, auto_head=True)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["det_head"] == "shared"
+    train(write_devkit(tmp_path / "voc"), tmp_path / "run", cfg, verbose=0, auto_head=True, auto_assigner=True)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["det_head"] == "shared" and saved["loss"]["assigner"] == "tal"
     out = capsys.readouterr().out
     assert "detection head: shared, the default for a set with boxes alone whose objects are mostly small" in out
+    assert "label assignment: task-aligned, the default with the shared head" in out
     # the devkit's train split letterboxed from 64x48 to 128: the dog and the small cat at stride 8, the large cat at
     # stride 16 (half its largest side, 36 px at the input), the difficult dog not counted
     assert "(0% of its boxes at stride 32, 67% at stride 8; --det-head chooses)" in out

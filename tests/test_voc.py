@@ -233,7 +233,8 @@ def test_dataset_says_where_the_boxes_go_and_the_head_train_gives_a_set_of_boxes
     assert text.count("train gives the") == 1, "the head is named once, for the training split"
     # at 96x96 (1.5 times) every box goes to stride 8: the cheaper shared head
     small = format_summary(summarize(devkit, 96))
-    assert "stride 8 100%, stride 16 0%, stride 32 0%; boxes alone, so train gives the shared detection head" in small
+    assert ("stride 8 100%, stride 16 0%, stride 32 0%; boxes alone, so train gives the shared detection head with "
+            "task-aligned label assignment") in small
 
 
 def test_bad_input_is_one_line_from_the_cli(devkit, tmp_path, capsys):
