@@ -198,7 +198,8 @@ class LossConfig:
         assigner: Which locations learn each object: ``fcos`` (static, in the data pipeline: inside the
             box, near its centre, on the level of its size; :mod:`model.targets`) or ``tal`` (task-aligned,
             in the graph: the best-predicting locations near the object on any level, TOOD/YOLOv8 style;
-            :func:`model.losses.task_aligned_losses`; the mask samples then come from its wider candidates).
+            :func:`model.losses.task_aligned_losses`; the mask samples then come from its wider candidates). ``train``
+            gives ``tal`` to a set of boxes alone that gets the shared head (:func:`model.train.box_set_assignment`).
         mask_dice: Weight of a dice term added to the mask BCE (:func:`model.losses.mask_loss`); 0: BCE alone.
         class_balance: Weights of the semantic classes in the pixel losses: ``none`` (every class alike) or ``enet``
             (ENet's ``1 / ln(1.02 + p)`` of each class's share ``p`` of the training set's labelled pixels, so a thin
