@@ -836,7 +836,7 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         if head_line:
             print(head_line)
     loss_cfg = cfg.loss
-    if auto_assigner and not train_set.generated:
+    if auto_head and auto_assigner and not train_set.generated:  # the assignment follows a head the rule chose
         loss_cfg, assign_line = box_set_assignment(loss_cfg, model_cfg, resumed=saved.loss.assigner if saved else None)
         if assign_line:
             print(assign_line)
