@@ -41,6 +41,7 @@ from .config import (
     ModelConfig,
     Schedule,
     TrainConfig,
+    auto_length,
     enet_class_weights,
     model_config_from_dict,
     plan_schedule,
@@ -323,7 +324,7 @@ class _History(keras.callbacks.Callback):
                      f"sooner than the rounds before said, so its learning rate had not finished decaying (it was "
                      f"to end at step {self.decay_end_before or self.schedule.total_steps})")
             print(f"stopping at step {step} of {self.schedule.total_steps}: the time limit is spent "
-                  f"({duration_text(self.spent)} of --time {self.cfg.time_hours:g} h), {decay}; model.keras "
+                  f"({duration_text(self.spent)} of {_limit_text(self.cfg)}), {decay}; model.keras "
                   f"holds {held}")
             self.model.stop_training = True
 
@@ -344,8 +345,11 @@ class _History(keras.callbacks.Callback):
             return False
         left = self.cfg.time_hours * 3600.0 - self.spent
         planned = self.schedule.rounds
-        rounds = rounds_in_time(rounds_done, planned, left, pace)
+        floor = -(-self.cfg.min_steps // self.schedule.round_steps)
+        rounds = rounds_in_time(rounds_done, planned, left, pace, floor)
         end = rounds * self.schedule.round_steps
+        if len(times) == 2 and rounds == planned > rounds_done and self.end_step in (None, self.schedule.total_steps):
+            self._say_pace(rounds_done, pace, f"within {_limit_text(self.cfg)}")  # the limit holds the run: when it ends
         self.decay_end_before = self.end_step
         last = rounds_done >= rounds and rounds < planned
         if end != self.end_step:
@@ -353,28 +357,35 @@ class _History(keras.callbacks.Callback):
             if isinstance(opt, ScaledAdamW):
                 opt.set_run_end(end)
             if not last and (rounds < planned or self.end_step is not None):
-                print(f"time: {duration_text(self.spent)} spent, {duration_text(max(0.0, left))} left of --time "
-                      f"{self.cfg.time_hours:g} h at {duration_text(pace)} a round: the run ends at step {end} of "
+                print(f"time: {duration_text(self.spent)} spent, {duration_text(max(0.0, left))} left of "
+                      f"{_limit_text(self.cfg)} at {duration_text(pace)} a round: the run ends at step {end} of "
                       f"{self.schedule.total_steps}, its learning rate decaying to that step")
             self.end_step = end
         return last
 
-    def _say_pace(self, rounds_done: int, pace: float) -> None:
+    def _say_pace(self, rounds_done: int, pace: float, limit: str = "train --time HOURS caps a run") -> None:
         """Once, after this process's second round (the first traces the step, so it is long): how long the rest of the
         planned run takes at the pace of that round, and when it ends, so that a slow machine shows early."""
         sch = self.schedule
         left = (sch.rounds - rounds_done) * pace
         ends = time.strftime("%H:%M", time.localtime(time.time() + left))
         print(f"pace: {duration_text(pace)} a round of {sch.round_steps} steps: the run's {sch.total_steps} steps take "
-              f"about {duration_text(left)} more, to about {ends} (train --time HOURS caps a run)")
+              f"about {duration_text(left)} more, to about {ends} ({limit})")
 
 
-def rounds_in_time(done: int, planned: int, left_s: float, pace_s: float) -> int:
+def _limit_text(cfg: TrainConfig) -> str:
+    """The run's time limit as the user knows it: ``--time 0.5 h``, or the default budget of a run with masks."""
+    if cfg.min_steps:
+        return f"the default budget of {duration_text(cfg.time_hours * 3600.0)}"
+    return f"--time {cfg.time_hours:g} h"
+
+
+def rounds_in_time(done: int, planned: int, left_s: float, pace_s: float, floor: int = 0) -> int:
     """Rounds of a time-limited run: the ``done`` ones and as many more as ``left_s`` seconds hold at ``pace_s``
-    seconds a round, at most ``planned``."""
+    seconds a round, at most ``planned`` and at least ``floor`` (the rounds of ``min_steps``)."""
     if pace_s <= 0:
         return planned
-    return min(planned, done + max(0, int(left_s // pace_s)))
+    return min(planned, max(floor, done + max(0, int(left_s // pace_s))))
 
 
 def duration_text(seconds: float) -> str:
@@ -859,6 +870,10 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         raise OutputError(f"{out}: cannot create the output folder ({e.strerror})") from None
     if saved is not None and to_dict(saved.model) != to_dict(cfg.model):
         raise InputError(f"{cfg_path}: the run in {out} has another model configuration; use a new --out")
+    if not train_set.generated:
+        cfg, length_line = auto_length(cfg, len(train_set), resumed=saved)
+        if length_line:
+            print(length_line)
     cfg = resumed_rounds(cfg, state)
     save_json(cfg, cfg_path)
     data_record["augment"] = augment
@@ -887,8 +902,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         if cfg.freeze_backbone and cfg.pretrained else []
     recipe += [f"patience {cfg.patience}"] if cfg.patience and val_set is not None else []
     recipe += [f"batches from {workers} loader threads"] if workers > 1 else []
-    recipe += [f"at most {cfg.time_hours:g} h (--time; the end moves sooner if the rounds are slow)"] \
-        if cfg.time_hours else []
+    recipe += [f"at most {cfg.time_hours:g} h (--time; the end moves sooner if the rounds are slow"
+               + (f", never before step {cfg.min_steps})" if cfg.min_steps else ")")] if cfg.time_hours else []
     print(f"schedule: {schedule.total_steps} steps of {cfg.batch_size} images ({schedule.passes:.1f} passes), "
           f"warm-up {schedule.warmup_steps} steps then cosine decay, "
           f"{'validating' if val_set is not None else 'saving'} every {schedule.round_steps} steps"

@@ -66,6 +66,27 @@ def test_step_schedule_gives_a_small_set_more_epochs():
         TrainConfig(epochs=3, steps=100)
 
 
+def test_a_run_with_masks_plans_twice_the_steps_within_a_time_budget_and_never_under_the_old_length():
+    from ocrnet_edge.model.config import AUTO_STEPS_MASKS, AUTO_TIME_HOURS, auto_length
+
+    cfg, line = auto_length(TrainConfig(), SMALL_SET)
+    assert (cfg.steps, cfg.time_hours, cfg.min_steps) == (AUTO_STEPS_MASKS, AUTO_TIME_HOURS, 1000) == (2000, 0.8, 1000)
+    assert plan_schedule(SMALL_SET, cfg).total_steps == 2000
+    assert line.startswith("length: 2000 steps within 48 min and never under 1000") and "--time" in line
+    # The user's length, boxes alone, label maps alone and a large set (20 passes) keep what they had.
+    for given in (TrainConfig(steps=300), TrainConfig(epochs=5), TrainConfig(time_hours=0.5),
+                  TrainConfig(model=ModelConfig(tasks=("detect",))), TrainConfig(model=ModelConfig(tasks=("semantic",)))):
+        assert auto_length(given, SMALL_SET) == (given, "")
+    assert auto_length(TrainConfig(), LARGE_SET) == (TrainConfig(), "")
+    # A resumed run keeps the budget it began with; its length comes back from its state (resumed_rounds).
+    began, _ = auto_length(TrainConfig(), SMALL_SET)
+    resumed, line = auto_length(TrainConfig(), SMALL_SET, resumed=began)
+    assert (resumed.steps, resumed.time_hours, resumed.min_steps, line) == (0, 0.8, 1000, "")
+    assert auto_length(TrainConfig(), SMALL_SET, resumed=TrainConfig()) == (TrainConfig(), ""), "a run begun before"
+    with pytest.raises(InputError, match="min_steps"):
+        TrainConfig(min_steps=-1)
+
+
 def test_warmup_then_cosine_values():
     from ocrnet_edge.model.train import lr_schedule
 
@@ -300,7 +321,7 @@ FIRST_ROUND_S, ROUND_S, LIMIT_S = 300.0, 100.0, 1000.0
 a limit of 1,000 s: after the first round the run fits 3 rounds, from the second on 8, and round 8 is its last."""
 
 
-def _time_limited(tmp_path, monkeypatch, capsys, limit_s: float = LIMIT_S):
+def _time_limited(tmp_path, monkeypatch, capsys, limit_s: float = LIMIT_S, min_steps: int = 0):
     from ocrnet_edge.model.config import Schedule, to_dict
     from ocrnet_edge.model.train import OCRNetTrainer, ScaledAdamW, _History, lr_schedule
 
@@ -312,7 +333,7 @@ def _time_limited(tmp_path, monkeypatch, capsys, limit_s: float = LIMIT_S):
     trainer.optimizer.build(trainer.trainable_variables)
     schedule = Schedule(total, ROUND_STEPS, ROUND_STEPS, PLANNED_ROUNDS, WARM)
     now = [0.0]
-    cfg = TrainConfig(model=TINY, time_hours=limit_s / 3600)
+    cfg = TrainConfig(model=TINY, time_hours=limit_s / 3600, min_steps=min_steps)
     cb = _History(tmp_path, None, cfg, trainer, {}, schedule, started=0.0, clock=lambda: now[0])
     cb.set_model(trainer)
     trainer.stop_training = False
@@ -354,6 +375,15 @@ def test_a_time_limit_spent_in_the_first_round_says_the_decay_was_cut(tmp_path, 
             ) in printed
 
 
+def test_the_default_time_budget_never_ends_a_run_before_its_floor(tmp_path, monkeypatch, capsys):
+    trainer, rounds, ends, printed = _time_limited(tmp_path, monkeypatch, capsys, limit_s=FIRST_ROUND_S / 2,
+                                                   min_steps=5 * ROUND_STEPS)
+    assert rounds == 5 and ends == [50] * 5, "spent in the first round, the run still goes to min_steps, decayed there"
+    assert float(trainer.optimizer._learning_rate(50)) == pytest.approx(0.01 * PEAK)
+    assert ("stopping at step 50 of 100: the time limit is spent (11 min 40 s of the default budget of 2 min 30 s), "
+            "its learning rate decayed to this step") in printed
+
+
 def test_a_run_says_its_pace_once_after_the_round_that_traced_the_step(tmp_path, monkeypatch, capsys):
     _, rounds, _, printed = _time_limited(tmp_path, monkeypatch, capsys, limit_s=0.0)
     assert rounds == PLANNED_ROUNDS
@@ -366,6 +396,14 @@ def test_a_run_says_its_pace_once_after_the_round_that_traced_the_step(tmp_path,
 def test_a_time_limited_run_leaves_the_pace_to_its_time_line(tmp_path, monkeypatch, capsys):
     *_, printed = _time_limited(tmp_path, monkeypatch, capsys)
     assert "pace:" not in printed
+
+
+def test_a_time_limit_that_holds_the_run_says_its_pace_and_limit_once(tmp_path, monkeypatch, capsys):
+    *_, printed = _time_limited(tmp_path, monkeypatch, capsys, limit_s=1e4, min_steps=50)
+    lines = [line for line in printed.splitlines() if line.startswith("pace:")]
+    assert len(lines) == 1 and "time:" not in printed, printed
+    assert lines[0].startswith("pace: 1 min 40 s a round of 10 steps: the run's 100 steps take about 13 min 20 s more")
+    assert lines[0].endswith("(within the default budget of 2 h 46 min)")
 
 
 def test_the_traced_step_follows_a_moved_end():
@@ -408,6 +446,8 @@ def test_rounds_in_time_and_bad_limits():
     assert rounds_in_time(2, 20, 450.0, 100.0) == 6
     assert rounds_in_time(2, 5, 1e9, 100.0) == 5, "never past the planned end"
     assert rounds_in_time(4, 20, -30.0, 100.0) == 4, "spent: this round is the last"
+    assert rounds_in_time(4, 20, -30.0, 100.0, floor=10) == 10, "spent, but not before the floor"
+    assert rounds_in_time(1, 5, 0.0, 100.0, floor=8) == 5, "the floor never goes past the planned end"
     assert [duration_text(s) for s in (45, 450, 3900)] == ["45 s", "7 min 30 s", "1 h 05 min"]
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InputError, match="--time"):

@@ -186,3 +186,37 @@ def test_history_keeps_the_rounds_a_run_resumes_after(tmp_path):
     _trim_history(path, 0)  # started afresh
     assert not path.exists()
     _trim_history(path, 0)  # nothing there: nothing to do
+
+
+@pytest.mark.slow
+def test_a_photo_set_with_masks_trains_the_default_length_within_its_budget_and_says_so(small_dataset, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """``train`` gives a set of photographs with instance masks, whose length nobody gave, the planned length and its
+    time budget (:func:`~model.config.auto_length`; lengths shrunk so that the run takes seconds), writes them to
+    ``config.json`` and says so; generated scenes keep the plain automatic length."""
+    import shutil
+
+    import ocrnet_edge.model.config as config
+
+    photos = tmp_path / "photos"
+    shutil.copytree(small_dataset, photos)
+    ann = photos / "annotations.json"
+    doc = json.loads(ann.read_text())
+    doc.pop("ocrnet_edge_generated")
+    doc["info"] = {"description": "a user's photos"}
+    ann.write_text(json.dumps(doc))
+    monkeypatch.setattr(config, "AUTO_MIN_STEPS", 2)
+    monkeypatch.setattr(config, "AUTO_MIN_EPOCHS", 1)
+    monkeypatch.setattr(config, "AUTO_STEPS_MASKS", 6)
+    cfg = TrainConfig(batch_size=4, val_images=0, augment="off", model=TINY)
+    train(photos, tmp_path / "run", cfg, verbose=0)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["steps"], saved["time_hours"], saved["min_steps"]) == (6, 0.8, 3)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["steps_done"] == 6
+    printed = capsys.readouterr().out
+    assert "length: 6 steps within 48 min and never under 3" in printed
+    assert "at most 0.8 h (--time; the end moves sooner if the rounds are slow, never before step 3)" in printed
+    train(small_dataset, tmp_path / "scenes", dataclasses.replace(cfg, val_every=3), verbose=0)
+    scenes = json.loads((tmp_path / "scenes" / "config.json").read_text())
+    assert (scenes["steps"], scenes["time_hours"], scenes["min_steps"]) == (0, 0.0, 0), "scenes: auto_steps alone"
+    assert json.loads((tmp_path / "scenes" / "state.json").read_text())["steps_done"] == 3
