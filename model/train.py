@@ -902,8 +902,10 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         if cfg.freeze_backbone and cfg.pretrained else []
     recipe += [f"patience {cfg.patience}"] if cfg.patience and val_set is not None else []
     recipe += [f"batches from {workers} loader threads"] if workers > 1 else []
-    recipe += [f"at most {cfg.time_hours:g} h (--time; the end moves sooner if the rounds are slow"
-               + (f", never before step {cfg.min_steps})" if cfg.min_steps else ")")] if cfg.time_hours else []
+    recipe += [f"at most {cfg.time_hours:g} h (--time; the end moves sooner if the rounds are slow)"] \
+        if cfg.time_hours and not cfg.min_steps else []
+    recipe += [f"within {_limit_text(cfg)} (the end moves sooner if the rounds are slow, never before step "
+               f"{cfg.min_steps})"] if cfg.time_hours and cfg.min_steps else []
     print(f"schedule: {schedule.total_steps} steps of {cfg.batch_size} images ({schedule.passes:.1f} passes), "
           f"warm-up {schedule.warmup_steps} steps then cosine decay, "
           f"{'validating' if val_set is not None else 'saving'} every {schedule.round_steps} steps"

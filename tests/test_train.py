@@ -215,7 +215,8 @@ def test_a_photo_set_with_masks_trains_the_default_length_within_its_budget_and_
     assert json.loads((tmp_path / "run" / "state.json").read_text())["steps_done"] == 6
     printed = capsys.readouterr().out
     assert "length: 6 steps within 48 min and never under 3" in printed
-    assert "at most 0.8 h (--time; the end moves sooner if the rounds are slow, never before step 3)" in printed
+    assert ("within the default budget of 48 min 00 s (the end moves sooner if the rounds are slow, never before "
+            "step 3)") in printed and "at most 0.8 h" not in printed
     train(small_dataset, tmp_path / "scenes", dataclasses.replace(cfg, val_every=3), verbose=0)
     scenes = json.loads((tmp_path / "scenes" / "config.json").read_text())
     assert (scenes["steps"], scenes["time_hours"], scenes["min_steps"]) == (0, 0.0, 0), "scenes: auto_steps alone"
