@@ -22,7 +22,7 @@ from ocrnet_edge.runtime.io.draw import colour, drawable
 from .config import ModelConfig, aspect_input_size
 from .data import IGNORE, Dataset, Placement, render, truncated_jpeg, truncated_text
 from .formats import available_splits, read_any
-from .targets import box_set_assigner, box_set_det_head, level_shares
+from .targets import box_set_assigner, box_set_det_head, box_set_side, level_shares
 
 SIZE_BINS = ((0, 32), (32, 96), (96, 1 << 30))
 SIZE_NAMES = ("small (< 32 px)", "medium (32-96 px)", "large (> 96 px)")
@@ -57,10 +57,19 @@ def summarize(path: Path | str, input_size: InputSize | None = None) -> dict:
 
 
 def training_input(ds: Dataset) -> tuple[InputSize, str]:
-    """The input ``train`` takes for these images without ``--size``, and why
-    (:func:`~model.config.aspect_input_size` at the default side)."""
-    return aspect_input_size([r.width for r in ds.records], [r.height for r in ds.records],
-                             ModelConfig().input_size)
+    """The input ``train`` takes for these images without ``--size`` or a model option, and why
+    (:func:`~model.config.aspect_input_size` at the default side, or at the larger side a set of boxes alone gets
+    with the decoupled head: :func:`~model.targets.box_set_side`, as ``model.train.box_set_input``)."""
+    widths, heights = [r.width for r in ds.records], [r.height for r in ds.records]
+    cfg = ModelConfig()
+    size, why = aspect_input_size(widths, heights, cfg.input_size)
+    boxes_alone = ds.supports("boxes") and not ds.supports("masks") and not ds.supports("semantic")
+    if boxes_alone and any(len(r.boxes) for r in ds.records):
+        side = box_set_side(cfg.input_size, box_set_det_head(level_shares(ds.records, size, cfg.strides)))
+        if side != cfg.input_size:
+            size, why = aspect_input_size(widths, heights, side)
+            why = f"boxes alone, mostly large: the decoupled head at {side}; {why}"
+    return size, why
 
 
 def describe(ds: Dataset, input_size: InputSize = 320) -> dict:

@@ -105,6 +105,21 @@ def box_set_det_head(shares) -> str:
     return "decoupled" if float(shares[-1]) > float(shares[0]) else "shared"
 
 
+LARGE_BOX_SCALE = 1.3
+"""The input side of a model that learns boxes alone with the ``decoupled`` head (objects mostly large) against the
+default's: 416 for 320. On kangaroo, seeds 0 and 1, run-path box AP50 0.884 and 0.859 against 0.773 and 0.852 at
+320, box AP 0.460 and 0.462 against 0.427 and 0.446 (docs/recipe_runs.md, "Large objects at 416"); the box-only
+model at 416 costs about what the fused default costs at 320."""
+
+
+def box_set_side(side: int, head: str, multiple: int = 32) -> int:
+    """The square side a model that learns boxes alone trains at, with the head :func:`box_set_det_head` gave it:
+    :data:`LARGE_BOX_SCALE` times ``side`` (to a ``multiple``) for the ``decoupled`` head of a set of large
+    objects, whose coarse levels gain from the finer detail; ``side`` for the ``shared`` head of small objects
+    (BCCD's cells at 512x384 lost 5 points of box AP50 against 384x288: README, ``--size``)."""
+    return int(round(side * LARGE_BOX_SCALE / multiple)) * multiple if head == "decoupled" else side
+
+
 def box_set_assigner(head: str) -> str:
     """The label assignment of a model that learns boxes alone, with the head :func:`box_set_det_head` gave it:
     task-aligned (``tal``) with the ``shared`` head of a set of mostly small objects, so each of many small, touching

@@ -41,6 +41,7 @@ from .config import (
     ModelConfig,
     Schedule,
     TrainConfig,
+    aspect_input_size,
     auto_length,
     enet_class_weights,
     model_config_from_dict,
@@ -54,7 +55,7 @@ from .data import Dataset, Record, Rendered, holdout_split, known_truncated, loa
 from .io import cache_keras_skipsets, save_model
 from .network import AUX_COARSE, build_ocrnet
 from .pretrained import backbone_variables
-from .targets import box_set_assigner, box_set_det_head, image_targets, level_shares
+from .targets import box_set_assigner, box_set_det_head, box_set_side, image_targets, level_shares
 
 TERMS = ("cls", "box", "sem", "aux", "mask")
 
@@ -720,6 +721,19 @@ def box_set_head(model: ModelConfig, shares, resumed: str | None = None) -> tupl
         f"{'large' if head == 'decoupled' else 'small'} ({where}; --det-head chooses)")
 
 
+def box_set_input(model: ModelConfig, side: int, widths, heights) -> tuple[ModelConfig, str]:
+    """The input of a new run's model that learns boxes alone, after the head :func:`box_set_head` gave it: a set of
+    mostly large objects (the ``decoupled`` head) trains at :func:`~model.targets.box_set_side` of the default
+    ``side`` (416 for 320), shaped after the photos (``widths``, ``heights``) as any input is
+    (:func:`~model.config.aspect_input_size`); and the line that says so. Others keep theirs, and "" is said."""
+    if tuple(model.tasks) != ("detect",) or box_set_side(side, model.det_head) == side:
+        return model, ""
+    size, why = aspect_input_size(widths, heights, box_set_side(side, model.det_head))
+    return model.with_size(size), (
+        f"input: {size_text(size)}, the default for a set with boxes alone whose objects are mostly large (its coarse "
+        f"levels gain from the finer detail; {why}); --size chooses")
+
+
 def box_set_assignment(loss: LossConfig, model: ModelConfig, resumed: str | None = None) -> tuple[LossConfig, str]:
     """The label assignment of a model that learns boxes alone, after the head :func:`box_set_head` gave it
     (:func:`~model.targets.box_set_assigner`), and the line that says so where it is the task-aligned one ("" where
@@ -805,7 +819,8 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         verbose: Keras progress bar (1) or one line per epoch (2).
         defaults: Nobody chose the model: on photographs (not generated scenes) take :func:`photo_defaults`.
         auto_size: Nobody chose the input size: on photographs of one aspect, shape the input after them at
-            about the cost of the configured square (:func:`aspect_input_size`).
+            about the cost of the configured square (:func:`aspect_input_size`); with ``auto_head``, a new run
+            of boxes alone that gets the decoupled head (objects mostly large) takes a larger side (:func:`box_set_input`).
         auto_head: Nobody chose the detection head: photographs that teach boxes alone get the head their boxes'
             sizes call for (:func:`box_set_head`).
         auto_assigner: Nobody chose the label assignment (nor the head): photographs that teach boxes alone get the
@@ -824,14 +839,16 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
     if defaults and not train_set.generated:
         cfg, default_line = photo_defaults(cfg)
         print(default_line)
-    if auto_size and not train_set.generated and isinstance(cfg.model.input_size, int):
-        recs = train_set.records
+    side = cfg.model.input_size
+    auto_size = auto_size and not train_set.generated and isinstance(side, int)
+    widths, heights = [r.width for r in train_set.records], [r.height for r in train_set.records]
+    input_line = ""
+    if auto_size:
         # A run being resumed keeps the input it started with (one begun before this rule: the square).
-        resumed = saved.model.input_size if saved else None
-        size, why = shaped_input(cfg.model.input_size, [r.width for r in recs], [r.height for r in recs], resumed)
-        if size != cfg.model.input_size:
+        size, why = shaped_input(side, widths, heights, saved.model.input_size if saved else None)
+        if size != side:
             cfg = dataclasses.replace(cfg, model=cfg.model.with_size(size))
-            print(f"input: {size_text(size)}, {why}; --size chooses")
+            input_line = f"input: {size_text(size)}, {why}; --size chooses"
     if cfg.pretrained:
         from .pretrained import model_for_pretrained, resolve_source
 
@@ -846,6 +863,11 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
         model_cfg, head_line = box_set_head(model_cfg, shares, resumed=saved.model.det_head if saved else None)
         if head_line:
             print(head_line)
+        if head_line and auto_size:  # a new run's input follows the head the rule chose
+            model_cfg, line = box_set_input(model_cfg, side, widths, heights)
+            input_line = line or input_line
+    if input_line:
+        print(input_line)
     loss_cfg = cfg.loss
     if auto_head and auto_assigner and not train_set.generated:  # the assignment follows a head the rule chose
         loss_cfg, assign_line = box_set_assignment(loss_cfg, model_cfg, resumed=saved.loss.assigner if saved else None)

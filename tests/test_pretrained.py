@@ -415,6 +415,51 @@ def test_a_set_of_boxes_alone_gets_the_head_its_box_sizes_call_for_and_says_so()
     assert box_set_head(boxes, large, resumed="shared") == (boxes, ""), "a run begun with the shared head resumes with it"
 
 
+def test_a_set_of_large_boxes_trains_at_a_larger_input_shaped_after_its_photos_and_says_so():
+    from ocrnet_edge.model.targets import box_set_side
+    from ocrnet_edge.model.train import box_set_input
+
+    assert box_set_side(320, "decoupled") == 416 and box_set_side(256, "decoupled") == 320
+    assert box_set_side(320, "shared") == 320, "small objects keep the default side"
+    large = ModelConfig(tasks=("detect",), det_head="decoupled")
+    mixed = ([600, 480, 500, 348], [400, 360, 250, 348])  # kangaroo's mixed aspects keep the square
+    model, line = box_set_input(large, 320, *mixed)
+    assert model == large.with_size(416), "only the input changes"
+    assert line.startswith("input: 416, the default for a set with boxes alone whose objects are mostly large")
+    assert "aspects differ" in line and line.endswith("--size chooses")
+    camera = ([640] * 4, [480] * 4)  # one 4:3 camera: its shape at about the larger side's pixels
+    assert box_set_input(large, 320, *camera)[0].input_size == (512, 384)
+    small = ModelConfig(tasks=("detect",), det_head="shared")
+    assert box_set_input(small, 320, *camera) == (small, ""), "small objects keep the input they have"
+    for tasks in (("detect", "semantic", "instance"), ("detect", "semantic")):
+        fused = ModelConfig(tasks=tasks, det_head="decoupled")
+        assert box_set_input(fused, 320, *mixed) == (fused, ""), "models with masks or maps keep theirs"
+
+
+@pytest.mark.slow
+def test_train_gives_a_set_of_large_boxes_the_decoupled_head_at_the_larger_input_and_says_why(tmp_path, capsys):
+    """The wiring: the input follows the head the rule chose for a new run, and a resumed run keeps both."""
+    from ocrnet_edge.model.config import TrainConfig
+    from ocrnet_edge.model.train import train
+
+    from .conftest import TINY
+    from .test_voc import write_devkit
+
+    # the devkit's 64x48 photos at 384x288 (320's shape for 4:3): a third of the boxes at stride 32, none at stride 8
+    cfg = TrainConfig(steps=1, val_every=1, batch_size=2, val_images=0, augment="off", model=TINY.with_size(320))
+    data = write_devkit(tmp_path / "voc")
+    train(data, tmp_path / "run", cfg, verbose=0, auto_size=True, auto_head=True, auto_assigner=True)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["det_head"] == "decoupled" and saved["model"]["input_size"] == [512, 384]
+    out = capsys.readouterr().out
+    assert "detection head: decoupled, the default for a set with boxes alone whose objects are mostly large" in out
+    assert "input: 512x384, the default for a set with boxes alone whose objects are mostly large" in out
+    assert out.count("input: ") == 1, "one input line: the one the run takes"
+    train(data, tmp_path / "run", dataclasses.replace(cfg, steps=2), verbose=0, auto_size=True, auto_head=True,
+          auto_assigner=True)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"] == saved["model"], "resumed as begun"
+
+
 def test_a_set_of_small_boxes_gets_task_aligned_assignment_with_its_shared_head_and_says_so():
     from ocrnet_edge.model.config import LossConfig
     from ocrnet_edge.model.train import box_set_assignment

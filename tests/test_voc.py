@@ -222,15 +222,19 @@ def test_bad_input(devkit, edit, message):
 def test_dataset_says_where_the_boxes_go_and_the_head_train_gives_a_set_of_boxes_alone(devkit):
     from ocrnet_edge.model.summary import format_summary, summarize
 
-    # 64x48 photos: train takes 384x288, six times their size. Half each box's largest side there: the dog 60 px
-    # (stride 16), the large cat 108 (stride 32), the small cat 63 (stride 16); the difficult dog is not counted.
-    doc = summarize(devkit)
-    assert doc["input_size"] == [384, 288]
+    # 64x48 photos at 384x288 (320's shape for 4:3), six times their size. Half each box's largest side there: the
+    # dog 60 px (stride 16), the large cat 108 (stride 32), the small cat 63 (stride 16); the difficult dog is not
+    # counted. More at stride 32 than at stride 8: the decoupled head, and with it the larger input, 512x384.
+    doc = summarize(devkit, (384, 288))
     assert doc["splits"]["train"]["boxes_per_level"] == {"8": 0.0, "16": 0.6667, "32": 0.3333}
     text = format_summary(doc)
     assert ("boxes per detection level at that input: stride 8 0%, stride 16 67%, stride 32 33%; boxes alone, so "
             "train gives the decoupled detection head") in text
     assert text.count("train gives the") == 1, "the head is named once, for the training split"
+    assert "input train takes without --size: 512x384 (boxes alone, mostly large: the decoupled head at 416; " in text
+    doc = summarize(devkit)  # object sizes and levels at the input train takes: every box at stride 32
+    assert doc["input_size"] == [512, 384]
+    assert doc["splits"]["train"]["boxes_per_level"] == {"8": 0.0, "16": 0.0, "32": 1.0}
     # at 96x96 (1.5 times) every box goes to stride 8: the cheaper shared head
     small = format_summary(summarize(devkit, 96))
     assert ("stride 8 100%, stride 16 0%, stride 32 0%; boxes alone, so train gives the shared detection head with "
