@@ -865,7 +865,11 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
             print(head_line)
         if head_line and auto_size:  # a new run's input follows the head the rule chose
             model_cfg, line = box_set_input(model_cfg, side, widths, heights)
-            input_line = line or input_line
+            if line:  # convert --board keeps it: the same model exported at 320 lost 8 points of box AP on kangaroo
+                input_line, data_record["input_for"] = line, "large boxes"
+    if saved is not None and (out / "data.json").is_file():  # a resumed run keeps what its input was chosen for
+        kept = json.loads((out / "data.json").read_text()).get("input_for")
+        data_record.update({"input_for": kept} if kept else {})
     if input_line:
         print(input_line)
     loss_cfg = cfg.loss

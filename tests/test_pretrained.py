@@ -455,9 +455,12 @@ def test_train_gives_a_set_of_large_boxes_the_decoupled_head_at_the_larger_input
     assert "detection head: decoupled, the default for a set with boxes alone whose objects are mostly large" in out
     assert "input: 512x384, the default for a set with boxes alone whose objects are mostly large" in out
     assert out.count("input: ") == 1, "one input line: the one the run takes"
+    record = tmp_path / "run" / "data.json"
+    assert json.loads(record.read_text())["input_for"] == "large boxes", "convert --board keeps such an input"
     train(data, tmp_path / "run", dataclasses.replace(cfg, steps=2), verbose=0, auto_size=True, auto_head=True,
           auto_assigner=True)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"] == saved["model"], "resumed as begun"
+    assert json.loads(record.read_text())["input_for"] == "large boxes", "and its record says so still"
 
 
 def test_a_set_of_small_boxes_gets_task_aligned_assignment_with_its_shared_head_and_says_so():

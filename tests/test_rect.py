@@ -174,6 +174,10 @@ def test_a_board_size_changes_a_square_model_and_leaves_a_rectangular_one(tiny_m
     save_model(build_ocrnet(rect), rect, tmp_path / "rect.keras")
     assert _load(tmp_path / "rect.keras", ConvertOptions(board_size=256))[1].input_size == RECT
     assert _load(tmp_path / "rect.keras", ConvertOptions(size=256, board_size=192))[1].input_size == 256
+    # a square input train chose for a set of large boxes is kept too; --size still chooses
+    save_model(build_ocrnet(TINY), TINY, tmp_path / "large.keras", data={"input_for": "large boxes"})
+    assert _load(tmp_path / "large.keras", ConvertOptions(board_size=256))[1].input_size == TINY.input_size
+    assert _load(tmp_path / "large.keras", ConvertOptions(size=256, board_size=192))[1].input_size == 256
 
 
 def test_rectangular_model_outputs_match_the_contract():
