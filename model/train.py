@@ -726,9 +726,10 @@ def box_set_input(model: ModelConfig, side: int, widths, heights) -> tuple[Model
     mostly large objects (the ``decoupled`` head) trains at :func:`~model.targets.box_set_side` of the default
     ``side`` (416 for 320), shaped after the photos (``widths``, ``heights``) as any input is
     (:func:`~model.config.aspect_input_size`); and the line that says so. Others keep theirs, and "" is said."""
-    if tuple(model.tasks) != ("detect",) or box_set_side(side, model.det_head) == side:
+    larger = box_set_side(side, model.det_head)
+    if tuple(model.tasks) != ("detect",) or larger == side:
         return model, ""
-    size, why = aspect_input_size(widths, heights, box_set_side(side, model.det_head))
+    size, why = aspect_input_size(widths, heights, larger)
     return model.with_size(size), (
         f"input: {size_text(size)}, the default for a set with boxes alone whose objects are mostly large (its coarse "
         f"levels gain from the finer detail; {why}); --size chooses")
@@ -867,9 +868,9 @@ def train(data: Path | str, out: Path | str, cfg: TrainConfig, val_data: Path | 
             model_cfg, line = box_set_input(model_cfg, side, widths, heights)
             if line:  # convert --board keeps it: the same model exported at 320 lost 8 points of box AP on kangaroo
                 input_line, data_record["input_for"] = line, "large boxes"
-    if saved is not None and (out / "data.json").is_file():  # a resumed run keeps what its input was chosen for
-        kept = json.loads((out / "data.json").read_text()).get("input_for")
-        data_record.update({"input_for": kept} if kept else {})
+    kept = json.loads((out / "data.json").read_text()) if saved is not None and (out / "data.json").is_file() else {}
+    if kept.get("input_for"):  # a resumed run keeps what its input was chosen for
+        data_record["input_for"] = kept["input_for"]
     if input_line:
         print(input_line)
     loss_cfg = cfg.loss
